@@ -1,0 +1,213 @@
+"""Run configuration: small dataclasses per component, composed into one run config.
+
+A YAML file sets defaults section by section (`data:`, `model:`, `optim:`, `run:`); `--flag value` on the
+command line overrides any leaf field by its name (`--batch_size 8` -> `data.batch_size`). Leaf names are
+unique across sections so the flags stay flat, as in the original training script. The resolved config is
+written to `output_dir/config.yaml` and into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cslr.datasets.pipeline import DataConfig
+
+
+@dataclass
+class ModelConfig:
+    name: str = "teacher_small"     # a registered builder (cslr.models.registry)
+    modality: str = "rgb+pose"      # rgb | pose | rgb+pose
+    dropout: float = 0.3
+    aux_weight: float = 0.5         # weight of each stream's auxiliary CTC loss (two-stream models)
+    pretrained: str = ""            # optional local weights file (never downloaded)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"        # adamw | adam | sgd
+    learning_rate: float = 3e-4     # peak LR, reached after warmup
+    weight_decay: float = 1e-4      # not applied to norms and biases
+    momentum: float = 0.9           # sgd only
+    epochs: int = 30
+    warmup_epochs: float = 1.0      # linear warmup, then cosine annealing to min_lr_ratio * peak (per optimizer step)
+    min_lr_ratio: float = 0.01
+    max_grad_norm: float = 1.0      # 0 disables clipping
+    accumulation_steps: int = 1
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/teacher"
+    seed: int = 0
+    mixed_precision: str = ""       # no | fp16 | bf16; empty: decided by use_amp (or the accelerate launch config)
+    use_amp: bool = False           # bf16 where supported, else fp16 with loss scaling
+    report_to: str = "all"          # wandb | tensorboard | all | none
+    wandb_project: str = "cslr"
+    run_name: str = ""
+    patience: int = 0               # early stopping after this many evaluations without dev WER improvement (0: off)
+    eval_every: int = 1             # epochs
+    save_every: int = 1             # epochs
+    save_every_steps: int = 0       # optimizer steps; 0: only at epoch ends
+    keep_last: int = 2              # checkpoints kept in output_dir/checkpoints
+    resume: str = ""                # auto | PATH to a checkpoint folder | empty: fresh start
+    beam_width: int = 10            # final test evaluation (dev uses greedy decoding)
+    max_bad_steps: int = 20         # consecutive non-finite losses before stopping with an error
+    max_steps: int = 0              # stop after this many optimizer steps (0: no limit; tests and smoke runs)
+    synthetic_preset: str = "small" # used when `data` is empty: the built-in corpus, prepared into the cache
+    protocol: str = ""              # WER protocol; empty: from the data manifest
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = ("data", "model", "optim", "run")
+
+
+def _leaf_fields(cfg) -> dict[str, tuple[str, dataclasses.Field]]:
+    """flag name -> (section, field) over all sections; names must be unique."""
+    out: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            if f.name in out:
+                raise AssertionError(f"config field {f.name} appears in two sections")
+            out[f.name] = (section, f)
+    return out
+
+
+def _str2bool(v: str) -> bool:
+    s = str(v).lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {v!r}")
+
+
+def _coerce(value, default, where: str):
+    """YAML value -> the type of the field's default, with a clear error."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else _str2bool(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, int) and isinstance(value, float):
+        if value != int(value):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def apply_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of sections {SECTIONS}")
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ValueError(f"{path}: unknown section {section!r} (expected one of {SECTIONS})")
+        sub = getattr(cfg, section)
+        names = {f.name for f in dataclasses.fields(sub)}
+        for k, v in (values or {}).items():
+            if k not in names:
+                raise ValueError(f"{path}: unknown key {section}.{k}")
+            setattr(sub, k, _coerce(v, getattr(sub, k), f"{path}: {section}.{k}"))
+
+
+def build_arg_parser(description: str, default_config: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=default_config, help="YAML config (defaults); flags override it")
+    for name, (section, f) in _leaf_fields(TrainConfig()).items():
+        default = getattr(getattr(TrainConfig(), section), name)
+        kw: dict = {"default": None, "dest": name, "help": f"{section}.{name} (default {default!r})"}
+        if isinstance(default, bool):
+            kw.update(nargs="?", const=True, type=_str2bool)
+        elif isinstance(default, tuple):
+            kw.update(nargs="+", type=type(default[0]) if default else str)
+        else:
+            kw["type"] = type(default)
+        parser.add_argument(f"--{name}", **kw)
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> TrainConfig:
+    """Defaults <- YAML (--config) <- flags."""
+    cfg = TrainConfig()
+    if args.config:
+        apply_yaml(cfg, args.config)
+    for name, (section, _) in _leaf_fields(cfg).items():
+        v = getattr(args, name, None)
+        if v is not None:
+            sub = getattr(cfg, section)
+            setattr(sub, name, tuple(v) if isinstance(getattr(sub, name), tuple) else v)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Catch bad values before any process group or data is touched."""
+    checks = [
+        (cfg.optim.optimizer in ("adamw", "adam", "sgd"), f"--optimizer must be adamw, adam or sgd, not {cfg.optim.optimizer!r}"),
+        (cfg.run.mixed_precision in ("", "no", "fp16", "bf16"), f"--mixed_precision must be no, fp16 or bf16, not {cfg.run.mixed_precision!r}"),
+        (cfg.run.report_to in ("wandb", "tensorboard", "all", "none"), f"--report_to must be wandb, tensorboard, all or none, not {cfg.run.report_to!r}"),
+        (cfg.model.modality in ("rgb", "pose", "rgb+pose"), f"--modality must be rgb, pose or rgb+pose, not {cfg.model.modality!r}"),
+        (cfg.data.batch_size >= 1, "--batch_size must be >= 1"),
+        (cfg.optim.accumulation_steps >= 1, "--accumulation_steps must be >= 1"),
+        (cfg.optim.epochs >= 1, "--epochs must be >= 1"),
+        (cfg.optim.learning_rate > 0, "--learning_rate must be > 0"),
+        (0.0 <= cfg.model.dropout < 1.0, "--dropout must be in [0, 1)"),
+        (cfg.optim.warmup_epochs >= 0, "--warmup_epochs must be >= 0"),
+        (cfg.run.eval_every >= 1 and cfg.run.save_every >= 1, "--eval_every and --save_every must be >= 1"),
+        (cfg.data.num_workers >= 0, "--num_workers must be >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
+def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    from cslr.datasets.writer import atomic_write_bytes
+
+    d = cfg.to_dict()
+    atomic_write_bytes(path, yaml.safe_dump(_plain(d), sort_keys=False).encode("utf-8"))
+
+
+def _plain(obj):
+    """Tuples -> lists, so the YAML and checkpoints hold only plain types."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def plain_dict(cfg: TrainConfig) -> dict:
+    return _plain(cfg.to_dict())
+

@@ -1,0 +1,456 @@
+"""The training loop (Accelerate: one process, DDP, or DeepSpeed ZeRO), evaluation with the official WER.
+
+    accelerate launch launch/teacher.py                                   # CPU or one GPU, built-in data
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml launch/teacher.py --data DIR
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 launch/teacher.py   # 2-rank DDP on CPU
+
+One `Trainer` with `train_step`, `evaluate`, `save`, `load`: extend by overriding a method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cslr.datasets.pipeline import build_loader
+from cslr.datasets.vocab import Vocabulary
+from cslr.datasets.writer import atomic_write_json, load_manifest
+
+from . import checkpoint as ckpt
+from .config import TrainConfig, plain_dict, save_yaml
+from .decode import beam_search, greedy_decode
+from .losses import teacher_loss
+from .optim import build_optimizer, build_scheduler
+from .report import flat_config, plot_curves, setup_logging, wandb_mode_note
+from .wer import reference_from_annotation, score, write_ctm
+
+logger = logging.getLogger("cslr")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An Accelerator that also runs DDP and DeepSpeed on CPU (gloo), with trackers chosen by `report_to`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
+
+    import datetime
+
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    if not torch.cuda.is_available():
+        # Without this, DeepSpeed on CPU initialises no usable group and every rank believes it is alone.
+        handlers.append(InitProcessGroupKwargs(backend="gloo", timeout=datetime.timedelta(minutes=60)))
+    mp = cfg.run.mixed_precision or None
+    if mp is None and cfg.run.use_amp:
+        mp = "bf16" if _bf16_supported() else "fp16"
+    log_with = {"all": ["wandb", "tensorboard"], "none": None}.get(cfg.run.report_to, [cfg.run.report_to])
+    out = Path(cfg.run.output_dir)
+    return Accelerator(
+        gradient_accumulation_steps=cfg.optim.accumulation_steps,
+        mixed_precision=mp,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
+        kwargs_handlers=handlers,
+    )
+
+
+def _bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return True  # CPU autocast supports bf16
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CSLR_CACHE", Path.home() / ".cache" / "cslr"))
+
+
+def resolve_data(cfg: TrainConfig, accelerator) -> Path:
+    """The data folder; an empty `data` means the built-in synthetic corpus, prepared once into the cache."""
+    if cfg.data.data:
+        path = Path(cfg.data.data)
+        load_manifest(path)  # clear error if missing or not prepared
+        return path
+    preset = cfg.run.synthetic_preset
+    path = cache_dir() / f"synthetic-{preset}-seed0"
+    if accelerator.is_main_process and not (path / "manifest.json").is_file():
+        from cslr.datasets.synthetic import prepare_synthetic
+
+        logger.info("preparing the built-in synthetic '%s' corpus into %s (once)", preset, path)
+        prepare_synthetic(path, preset=preset, seed=0)
+    accelerator.wait_for_everyone()
+    cfg.data.data = str(path)
+    return path
+
+
+class Trainer:
+    """Builds nothing itself: gets the model, loaders and config; owns the loop, evaluation and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, accelerator, model: torch.nn.Module, vocab: Vocabulary, protocol: str,
+                 model_meta: dict, loss_fn=None):
+        self.cfg = cfg
+        self.acc = accelerator
+        self.vocab = vocab
+        self.protocol = protocol
+        self.model_meta = model_meta  # plain info to rebuild the model from best_model.pth
+        self.loss_fn = loss_fn or (lambda out, batch: teacher_loss(out, batch, cfg.model.aux_weight))
+        self.out = Path(cfg.run.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.num_parameters = sum(p.numel() for p in model.parameters())
+        out_len = getattr(model, "output_length", None)
+
+        def loader(split, train):
+            return build_loader(cfg.data, split, vocab, train=train, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes, output_length=out_len)
+
+        self.train_loader = loader("train", True)
+        self.dev_loader = loader("dev", False)
+        self.accum = cfg.optim.accumulation_steps
+        # Optimizer steps per epoch: the same on every rank (the loader guarantees equal batch counts);
+        # a remainder of fewer than `accum` batches is not used, so every step sees `accum` micro-batches.
+        self.steps_per_epoch = max(1, len(self.train_loader) // self.accum)
+        if self.acc.distributed_type.name == "DEEPSPEED":
+            self._fill_deepspeed_auto()
+        optimizer = build_optimizer(model, cfg.optim)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.state = {
+            "epoch": 0, "batches_done": 0, "global_step": 0, "best_dev_wer": None, "best_epoch": None,
+            "evals_since_best": 0, "nonfinite_total": 0, "train_time_s": 0.0, "samples_seen": 0,
+            "history": [], "steps": [], "stopped_early": False, "wandb_run_id": None, "skipped": {},
+        }
+        self._stop_signal = False
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _fill_deepspeed_auto(self) -> None:
+        """The loader is not prepared by Accelerate, so fill the batch-dependent "auto" values ourselves."""
+        ds = self.acc.state.deepspeed_plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = self.cfg.data.batch_size
+        if ds.get("train_batch_size", "auto") == "auto":
+            ds["train_batch_size"] = self.cfg.data.batch_size * self.accum * self.acc.num_processes
+        if ds.get("gradient_clipping", "auto") == "auto":
+            ds["gradient_clipping"] = self.cfg.optim.max_grad_norm
+
+    def install_signal_handlers(self) -> None:
+        """SIGUSR1 (Slurm's warning before the end) and SIGTERM: finish the step, save, exit for requeue."""
+        def handler(signum, _frame):
+            self._stop_signal = True
+            logger.warning("received signal %d: will save a checkpoint after the current step and exit", signum)
+
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    # ----------------------------------------------------------------------------------------- state
+    def save(self, tag: str = "") -> Path:
+        self.state["loader"] = self.train_loader.state_dict()
+        name = ckpt.checkpoint_name(self.state["epoch"], self.state["global_step"])
+        path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, self.state, self.cfg.run.keep_last)
+        logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
+        return path
+
+    def load(self, path: Path) -> None:
+        self.acc.load_state(str(path))
+        self.state.update(ckpt.load_trainer_state(path))
+        self.train_loader.load_state_dict(self.state["loader"])
+        self.acc.step = 0  # checkpoints are taken at optimizer-step boundaries
+        logger.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.state["epoch"],
+                    self.state["batches_done"], self.state["global_step"])
+
+    # ----------------------------------------------------------------------------------------- batches
+    def to_device(self, batch: dict) -> dict:
+        dev = self.acc.device
+        return {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def forward(self, model, batch: dict) -> dict:
+        return model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+
+    def _sum_ranks(self, values: list[float]) -> list[float]:
+        """Sum per-rank scalars in one small collective (finite-loss and stop flags, loss sums)."""
+        t = torch.tensor(values, dtype=torch.float64 if self.acc.device.type == "cpu" else torch.float32,
+                         device=self.acc.device)
+        if self.acc.num_processes > 1:
+            t = self.acc.reduce(t, reduction="sum")
+        return t.tolist()
+
+    def train_step(self, batch: dict) -> dict:
+        """One micro-batch: forward, loss, (skipped-if-non-finite) backward, and at the boundary an optimizer step."""
+        batch = self.to_device(batch)
+        with self.acc.accumulate(self.model):
+            out = self.forward(self.model, batch)
+            loss, parts = self.loss_fn(out, batch)
+            n_finite, n_stop = self._sum_ranks([float(torch.isfinite(loss.detach()).item()), float(self._stop_signal)])
+            finite = n_finite >= self.acc.num_processes  # all ranks finite
+            stop = n_stop > 0  # any rank signalled
+            if not finite:
+                # Every rank skips together: a zero loss still runs backward so DDP/DeepSpeed collectives match.
+                self.state["nonfinite_total"] += 1
+                self._consecutive_bad += 1
+                loss = sum((p * 0).sum() for p in self.model.parameters() if p.requires_grad)
+            else:
+                self._consecutive_bad = 0
+                self._window_finite = True
+            self.acc.backward(loss)
+            grad_norm = None
+            if self.acc.sync_gradients:
+                if self.cfg.optim.max_grad_norm > 0:
+                    grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm)
+                if self._window_finite:  # at least one finite micro-batch in this accumulation window
+                    self.optimizer.step()
+                    self.scheduler.step()
+                self._window_finite = False
+                self.optimizer.zero_grad(set_to_none=True)
+        if self._consecutive_bad > self.cfg.run.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{self._consecutive_bad} consecutive non-finite losses (limit --max_bad_steps "
+                f"{self.cfg.run.max_bad_steps}); stopping. Checkpoints in {self.ckpt_dir} are intact: lower the "
+                "learning rate or check the data, then --resume auto")
+        return {"loss": float(loss.detach()) if finite else float("nan"), "finite": finite, "stop": stop, "grad_norm": None if grad_norm is None else float(grad_norm),
+                **{k: float(v) for k, v in parts.items()}}
+
+    # ----------------------------------------------------------------------------------------- loop
+    def train(self) -> dict:
+        cfg, acc, st = self.cfg, self.acc, self.state
+        self._consecutive_bad = 0
+        self._window_finite = False
+        start = time.time()
+        t_train0 = st["train_time_s"]
+        epoch = st["epoch"]
+        while epoch < cfg.optim.epochs and not st["stopped_early"]:
+            self.train_loader.set_epoch(epoch)
+            if st.get("loader") and st["loader"]["epoch"] == epoch and st["batches_done"] > 0:
+                self.train_loader.load_state_dict(st["loader"])
+            else:
+                st["batches_done"] = 0
+            self.model.train()
+            n_batches = self.steps_per_epoch * self.accum
+            bar = tqdm(total=n_batches, initial=st["batches_done"], desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                       disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
+            losses, t_epoch, samples_epoch = [], time.time(), 0
+            interrupted = False
+            for batch in self.train_loader:
+                if st["batches_done"] >= n_batches:
+                    break
+                res = self.train_step(batch)
+                st["batches_done"] += 1
+                n = int(batch["lengths"].shape[0])
+                samples_epoch += n
+                st["samples_seen"] += n * acc.num_processes
+                if res["finite"]:
+                    losses.append(res["loss"])
+                bar.update(1)
+                if acc.sync_gradients:
+                    st["global_step"] += 1
+                    lr = self.scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{res['loss']:.3f}", lr=f"{lr:.2e}")
+                    if st["global_step"] % 10 == 0 or st["global_step"] == 1:
+                        rec = {"step": st["global_step"], "loss": res["loss"], "lr": lr}
+                        st["steps"].append(rec)
+                        log = {"train/loss": res["loss"], "train/lr": lr, "train/epoch": epoch + st["batches_done"] / n_batches}
+                        if res["grad_norm"] is not None and math.isfinite(res["grad_norm"]):
+                            log["train/grad_norm"] = res["grad_norm"]
+                        acc.log(log, step=st["global_step"])
+                    if res["stop"]:
+                        interrupted = True
+                        break
+                    if cfg.run.save_every_steps and st["global_step"] % cfg.run.save_every_steps == 0:
+                        st["train_time_s"] = t_train0 + time.time() - start
+                        self.save("periodic")
+                    if cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps:
+                        break
+            bar.close()
+            self._log_skips(epoch)
+            st["train_time_s"] = t_train0 + time.time() - start
+            if interrupted:
+                self.save("signal")
+                return {"interrupted": True}
+            mean_loss = self._mean_across_ranks(losses)
+            done_epoch = st["batches_done"] >= n_batches
+            rec = {"epoch": epoch + 1, "step": st["global_step"], "train_loss": mean_loss,
+                   "epoch_time_s": time.time() - t_epoch, "dev_wer": None}
+            last = epoch + 1 == cfg.optim.epochs or (cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps)
+            if (epoch + 1) % cfg.run.eval_every == 0 or last:
+                res = self.evaluate("dev", beam_width=0)
+                rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["del"], dev_ins=res["ins"])
+                self._track_best(epoch, res)
+            st["history"].append(rec)
+            acc.log({"epoch/train_loss": mean_loss, **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
+                    step=st["global_step"])
+            wer_s = f"{rec['dev_wer']:.1f}%" if rec["dev_wer"] is not None else "-"
+            logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs", epoch + 1, wer_s, mean_loss,
+                        st["global_step"], rec["epoch_time_s"])
+            if acc.is_main_process:
+                plot_curves(st["history"], st["steps"], self.out / "training_curves.png")
+            epoch += 1
+            if done_epoch:
+                st["epoch"], st["batches_done"] = epoch, 0
+                st.pop("loader", None)
+            if (epoch % cfg.run.save_every == 0) or epoch == cfg.optim.epochs or st["stopped_early"] or last:
+                self.save("epoch end")
+            if last:
+                break
+        return {"interrupted": False}
+
+    def _mean_across_ranks(self, values: list[float]) -> float:
+        s, n = self._sum_ranks([sum(values), float(len(values))])
+        return s / n if n else float("nan")
+
+    def _log_skips(self, epoch: int) -> None:
+        counts = dict(getattr(self.train_loader, "skip_counts", {}) or {})
+        if counts:
+            logger.warning("epoch %d: skipped train samples on rank %d: %s", epoch + 1, self.acc.process_index, counts)
+            for k, v in counts.items():
+                self.state["skipped"][k] = self.state["skipped"].get(k, 0) + v
+
+    def _track_best(self, epoch: int, res: dict) -> None:
+        st = self.state
+        if st["best_dev_wer"] is None or res["wer"] < st["best_dev_wer"]:
+            st["best_dev_wer"], st["best_epoch"], st["evals_since_best"] = res["wer"], epoch + 1, 0
+            self.save_best(epoch, res)
+        else:
+            st["evals_since_best"] += 1
+            if self.cfg.run.patience and st["evals_since_best"] >= self.cfg.run.patience:
+                st["stopped_early"] = True
+                logger.info("early stopping: no dev WER improvement in %d evaluations", self.cfg.run.patience)
+
+    def save_best(self, epoch: int, res: dict) -> None:
+        state_dict = self.acc.get_state_dict(self.model)  # gathers ZeRO-3 shards; all ranks must call
+        if self.acc.is_main_process:
+            ckpt.save_portable(self.out / "best_model.pth", state_dict, {
+                "config": plain_dict(self.cfg), "vocab": list(self.vocab.glosses), **self.model_meta,
+                "epoch": epoch + 1, "dev_wer": float(res["wer"]), "protocol": self.protocol,
+            })
+            logger.info("new best dev WER %.2f%% at epoch %d -> best_model.pth", res["wer"], epoch + 1)
+        self.acc.wait_for_everyone()
+
+    # ----------------------------------------------------------------------------------------- eval
+    @torch.no_grad()
+    def evaluate(self, split: str, beam_width: int = 0, loader=None, ctm_path: Path | None = None) -> dict:
+        """WER over every sample of `split` across ranks (greedy, or beam search if beam_width > 1)."""
+        loader = loader or (self.dev_loader if split == "dev" else build_loader(
+            self.cfg.data, split, self.vocab, train=False, rank=self.acc.process_index,
+            world_size=self.acc.num_processes))
+        model = self.acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        hyps, refs = evaluate_loader(self.acc, model, loader, self.vocab, self.protocol, beam_width, self.forward,
+                                     desc=f"eval {split}")
+        model.train(was_training)
+        result = score(hyps, refs, protocol=self.protocol)
+        if ctm_path is not None and self.acc.is_main_process:
+            write_ctm(ctm_path, hyps)
+        return {**result.as_dict(), "hyps": hyps, "refs": refs, "result": result}
+
+
+def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int, forward,
+                    desc: str = "eval") -> tuple[dict, dict]:
+    """Decode every sample once across ranks. Ranks may hold different batch counts: a rank that has run out
+    keeps running forward on its last batch (results dropped) until all are done, so collectives inside the
+    forward (DeepSpeed ZeRO-3) stay matched."""
+    hyps, refs = {}, {}
+    it = iter(loader)
+    last = None
+    multi = accelerator.num_processes > 1
+    bar = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=desc,
+               disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
+    while True:
+        batch = next(it, None)
+        if multi:
+            more = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
+            if accelerator.reduce(more, reduction="sum").item() == 0:
+                break
+        elif batch is None:
+            break
+        dummy = batch is None
+        if dummy and last is None:
+            continue  # this rank had no data at all and its model has no collectives to match (not ZeRO-3)
+        batch = last if dummy else batch
+        dev = {k: (v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with accelerator.autocast():
+            out = forward(model, dev)
+        last = batch
+        if dummy:
+            continue
+        bar.update(1)
+        lp, lens = out["log_probs"].float().cpu(), out["lengths"].cpu()
+        seqs = beam_search(lp, lens, beam_width=beam_width) if beam_width > 1 else greedy_decode(lp, lens)
+        valid = batch.get("valid")
+        for i, key in enumerate(batch["keys"]):
+            if valid is not None and not bool(valid[i]):
+                continue
+            hyps[key] = vocab.decode(seqs[i])
+            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
+    bar.close()
+    if multi:
+        from accelerate.utils import gather_object
+
+        merged_h, merged_r = {}, {}
+        for h, r in gather_object([(hyps, refs)]):
+            merged_h.update(h)
+            merged_r.update(r)
+        hyps, refs = merged_h, merged_r
+    return hyps, refs
+
+
+def write_results(path: Path, trainer: Trainer, test: dict | None, wall_time_s: float) -> dict:
+    st = trainer.state
+    results = {
+        "best_epoch": st["best_epoch"], "best_dev_wer": st["best_dev_wer"],
+        "test_wer": test["wer"] if test else None, "test_sub": test["sub"] if test else None,
+        "test_del": test["del"] if test else None, "test_ins": test["ins"] if test else None,
+        "test_num_ref_words": test["num_ref_words"] if test else None,
+        "test_per_signer": test["per_signer"] if test else None,
+        "epochs_run": len(st["history"]), "global_steps": st["global_step"], "wall_time_s": wall_time_s,
+        "train_time_s": st["train_time_s"], "num_parameters": trainer.num_parameters,
+        "samples_per_s": st["samples_seen"] / st["train_time_s"] if st["train_time_s"] > 0 else None,
+        "nonfinite_steps_skipped": st["nonfinite_total"], "skipped_samples": st["skipped"],
+        "stopped_early": st["stopped_early"], "world_size": trainer.acc.num_processes,
+        "mixed_precision": str(trainer.acc.mixed_precision), "history": st["history"],
+    }
+    atomic_write_json(path, results)
+    return results
+
+
+def save_run_config(cfg: TrainConfig, accelerator) -> None:
+    out = Path(cfg.run.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+
+
+def init_trackers(cfg: TrainConfig, accelerator, trainer: Trainer) -> None:
+    if cfg.run.report_to == "none":
+        return
+    if cfg.run.report_to in ("wandb", "all"):
+        note = wandb_mode_note()
+        if note and accelerator.is_main_process:
+            logger.info(note)
+    out = Path(cfg.run.output_dir)
+    # One W&B run across resumes and Slurm requeues: the id lives in the output folder.
+    id_file = out / "wandb_run_id.txt"
+    run_id = None
+    if accelerator.is_main_process and cfg.run.report_to in ("wandb", "all"):
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            import wandb
+
+            run_id = wandb.util.generate_id()
+            id_file.write_text(run_id + "\n")
+    init_kwargs = {"wandb": {"dir": str(out), "id": run_id, "resume": "allow", "name": cfg.run.run_name or out.name}}
+    accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(plain_dict(cfg)), init_kwargs=init_kwargs)
+    trainer.state["wandb_run_id"] = run_id
+
+
+def json_safe(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
