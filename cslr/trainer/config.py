@@ -20,7 +20,7 @@ from cslr.datasets.pipeline import DataConfig
 
 @dataclass
 class ModelConfig:
-    name: str = "teacher_small"     # a registered builder (cslr.models.registry)
+    arch: str = "teacher_small"     # a registered builder (cslr.models.registry)
     modality: str = "rgb+pose"      # rgb | pose | rgb+pose
     dropout: float = 0.3
     aux_weight: float = 0.5         # weight of each stream's auxiliary CTC loss (two-stream models)

@@ -24,8 +24,8 @@ def build_model(cfg_model, num_classes: int) -> tuple[torch.nn.Module, dict]:
     from cslr.models.registry import build_model as _build
 
     kwargs = {"modality": cfg_model.modality, "dropout": cfg_model.dropout}
-    model = _build(cfg_model.name, num_classes=num_classes, **kwargs)
-    return model, {"model_name": cfg_model.name, "model_kwargs": kwargs, "num_classes": num_classes}
+    model = _build(cfg_model.arch, num_classes=num_classes, **kwargs)
+    return model, {"model_name": cfg_model.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Vocabulary, dict]:
