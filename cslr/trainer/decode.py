@@ -1,0 +1,152 @@
+"""CTC decoding: greedy (best path) and prefix beam search, batched in torch.
+
+    from cslr.trainer.decode import greedy_decode, beam_search
+    hyps = beam_search(log_probs, lengths, beam_width=10)   # log_probs (B, T, V), lengths (B,)
+
+Both take log-probabilities (or any scores for greedy), batch first, and ignore frames at and after
+each sample's length. Both return lists of class ids with the blank removed.
+
+Prefix beam search keeps, for every prefix, the log-probability of all alignments that end in a blank
+(``p_b``) and in a label (``p_nb``); a prefix's score is their log-sum. Equal prefixes reached by two
+paths are merged, and a repeated label extends the prefix only from ``p_b`` (CTC needs a blank in
+between). With a beam wide enough to hold every prefix this is exact: it returns the labelling of
+highest total probability. Width 1 is NOT greedy decoding: it follows the single most probable prefix,
+summing over its alignments, where greedy follows the single most probable frame path; the two agree
+when the frame distributions are (near) one-hot, and may differ otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+def _check(log_probs: Tensor, lengths: Tensor) -> None:
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (B, T, V), got shape {tuple(log_probs.shape)}")
+    if lengths.shape != (log_probs.shape[0],):
+        raise ValueError(f"lengths must be (B,) = ({log_probs.shape[0]},), got {tuple(lengths.shape)}")
+    if len(lengths) and (int(lengths.min()) < 0 or int(lengths.max()) > log_probs.shape[1]):
+        raise ValueError(f"lengths must lie in [0, T={log_probs.shape[1]}], got {lengths.tolist()}")
+
+
+def greedy_decode(log_probs: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
+    """Best path: argmax per frame, collapse repeats, drop blanks."""
+    _check(log_probs, lengths)
+    best = log_probs.argmax(-1)  # (B, T)
+    B, T = best.shape
+    valid = torch.arange(T, device=best.device) < lengths.to(best.device)[:, None]  # (B, T)
+    prev = torch.cat([best.new_full((B, 1), -1), best[:, :-1]], dim=1)  # (B, T); -1: nothing before t=0
+    keep = valid & (best != prev) & (best != blank)  # (B, T)
+    ids = best[keep].tolist()  # row-major: sample by sample, in time order
+    out, start = [], 0
+    for n in keep.sum(1).tolist():
+        out.append(ids[start : start + n])
+        start += n
+    return out
+
+
+def beam_search(
+    log_probs: Tensor,
+    lengths: Tensor,
+    beam_width: int = 10,
+    blank: int = 0,
+    prune_topk: int | None = None,
+    return_scores: bool = False,
+) -> list[list[int]] | tuple[list[list[int]], list[float]]:
+    """CTC prefix beam search over the whole batch at once (a loop over time, beam state in tensors).
+
+    Args:
+        log_probs: (B, T, V) log-probabilities (log_softmax output); computed in float32 at least.
+        lengths: (B,) valid frames per sample; later frames are ignored.
+        beam_width: prefixes kept per sample.
+        blank: the blank class id.
+        prune_topk: if set, only the `prune_topk` most probable labels of a frame may start a new prefix
+            (probability still flows into prefixes already in the beam).
+        return_scores: also return each best labelling's log-probability (exact when nothing was pruned).
+
+    Returns:
+        Per sample, the best labelling (class ids); with `return_scores`, also a list of floats.
+    """
+    _check(log_probs, lengths)
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+    lp = log_probs.detach()
+    if lp.dtype not in (torch.float32, torch.float64):
+        lp = lp.float()
+    B, T, V = lp.shape
+    K, dev = beam_width, lp.device
+    lengths = lengths.to(dev)
+    kv = torch.arange(V, device=dev)
+
+    # Beam state. Beam 0 starts as the empty prefix; the others are dead (-inf) until filled.
+    p_b = torch.full((B, K), NEG_INF, dtype=lp.dtype, device=dev)  # (B, K)
+    p_b[:, 0] = 0.0
+    p_nb = torch.full_like(p_b, NEG_INF)  # (B, K)
+    prefix = torch.full((B, K, max(T, 1)), blank, dtype=torch.long, device=dev)  # (B, K, L)
+    plen = torch.zeros((B, K), dtype=torch.long, device=dev)  # (B, K)
+    last = torch.full((B, K), blank, dtype=torch.long, device=dev)  # (B, K); blank for the empty prefix
+    pos = torch.arange(prefix.shape[2], device=dev)  # (L,)
+    batch_idx = torch.arange(B, device=dev)[:, None]  # (B, 1)
+
+    for t in range(T):
+        frame = lp[:, t]  # (B, V)
+        total = torch.logaddexp(p_b, p_nb)  # (B, K)
+        alive = total > NEG_INF  # (B, K)
+
+        # Extensions by label c: from p_b only if c repeats the last label, else from the whole prefix.
+        src = torch.where(kv == last[..., None], p_b[..., None], total[..., None])  # (B, K, V)
+        ext = src + frame[:, None, :]  # (B, K, V)
+        # Staying on the same prefix: a blank, or the last label repeated without a blank.
+        stay_b = total + frame[:, blank, None]  # (B, K)
+        stay_nb = p_nb + frame.gather(1, last)  # (B, K); -inf for the empty prefix since p_nb is -inf
+
+        # Merge: if beam j is beam k plus one label c (= last[j]), the extension (k, c) is j's prefix.
+        shorter = prefix[:, None, :, :]  # (B, 1, K, L) beam k
+        longer = prefix[:, :, None, :]  # (B, K, 1, L) beam j
+        same_head = ((longer == shorter) | (pos >= plen[:, None, :, None])).all(-1)  # (B, J, K)
+        merge = same_head & (plen[:, :, None] == plen[:, None, :] + 1) & alive[:, :, None]  # (B, J, K)
+        ext_into_j = ext.gather(2, last[:, None, :].expand(B, K, K)).transpose(1, 2)  # (B, J, K): ext[k, last[j]]
+        merged = torch.where(merge, ext_into_j, NEG_INF).logsumexp(-1)  # (B, J)
+        stay_nb = torch.logaddexp(stay_nb, merged)
+        flat = (torch.arange(K, device=dev)[None, None, :] * V + last[:, :, None]).expand(B, K, K)  # (B, J, K)
+        taken = torch.zeros((B, K * V), dtype=torch.bool, device=dev)
+        taken[batch_idx.expand(B, K * K)[merge.reshape(B, -1)], flat.reshape(B, -1)[merge.reshape(B, -1)]] = True
+        ext = ext.masked_fill(taken.view(B, K, V), NEG_INF)
+        if prune_topk is not None and prune_topk < V:
+            allowed = torch.zeros((B, V), dtype=torch.bool, device=dev)
+            allowed.scatter_(1, frame.topk(prune_topk, dim=1).indices, True)
+            ext = ext.masked_fill(~allowed[:, None, :], NEG_INF)
+
+        # Candidates (B, K, V): slot `blank` of beam k is "stay on k", slot c != blank is "k + c".
+        ext[:, :, blank] = torch.logaddexp(stay_b, stay_nb)
+        score, idx = ext.view(B, K * V).topk(K, dim=1)  # (B, K), best first
+        parent, c = idx // V, idx % V  # (B, K)
+        is_stay = c == blank
+        new_b = torch.where(is_stay, stay_b.gather(1, parent), NEG_INF)
+        new_nb = torch.where(is_stay, stay_nb.gather(1, parent), score)
+        par_len = plen.gather(1, parent)
+        new_prefix = prefix.gather(1, parent[..., None].expand_as(prefix))
+        grow = (~is_stay)[..., None] & (pos == par_len[..., None])  # (B, K, L)
+        new_prefix = torch.where(grow, c[..., None], new_prefix)
+        new_len = par_len + (~is_stay).long()
+        new_last = torch.where(is_stay, last.gather(1, parent), c)
+
+        # Samples already past their length keep their state.
+        active = (t < lengths)[:, None]  # (B, 1)
+        p_b = torch.where(active, new_b, p_b)
+        p_nb = torch.where(active, new_nb, p_nb)
+        plen = torch.where(active, new_len, plen)
+        last = torch.where(active, new_last, last)
+        prefix = torch.where(active[..., None], new_prefix, prefix)
+
+    total = torch.logaddexp(p_b, p_nb)  # (B, K)
+    best = total.argmax(1)  # (B,)
+    best_prefix = prefix[torch.arange(B, device=dev), best].tolist()
+    best_len = plen[torch.arange(B, device=dev), best].tolist()
+    hyps = [p[:n] for p, n in zip(best_prefix, best_len)]
+    if return_scores:
+        return hyps, total.max(1).values.tolist()
+    return hyps
