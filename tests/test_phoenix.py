@@ -126,13 +126,15 @@ def test_root_may_be_the_corpus_folder(tmp_path):
         convert("phoenix2014", tmp_path / "nowhere", tmp_path / "c", progress=False)
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "malformed", "bad_png"])
+@pytest.mark.parametrize("case", ["missing", "empty", "malformed", "no_gloss", "bad_png"])
 def test_strict_names_the_row(tmp_path, case):
     tree = {"train": [Video("a", "X Y")], "dev": [Video("b", "X")], "test": [Video("c", "Y")]}
     if case in ("missing", "empty"):
         tree["dev"].append(Video("bad-video", "X", folder=case))
     elif case == "malformed":
         tree["dev"].append("bad-video|x|y|z|w")
+    elif case == "no_gloss":
+        tree["dev"].append(Video("bad-video", "  "))
     release, _ = make(tmp_path, tree=tree)
     if case == "bad_png":
         png = release / "phoenix-2014-multisigner/features/fullFrame-210x260px/dev/b/1/images0003.png"

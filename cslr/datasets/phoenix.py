@@ -30,10 +30,10 @@ the rows and settings, and rewrites the rest. A sidecar made with other settings
 shard size, pose or not) is an error rather than a silent mix: use a fresh --out. To retry videos a run skipped,
 delete the shards that held them.
 
-Bad input: a row whose frame folder is missing or empty, a malformed CSV row (wrong number of fields), an
-unreadable PNG or a missing / unreadable pose file skips the video (listed in manifest["skipped"] and in the
-printed summary; --strict makes each an error). A pose file whose frame count differs from the PNG count is
-always an error: it means the pose files were extracted from other data.
+Bad input: a row whose frame folder is missing or empty, a malformed CSV row (wrong number of fields), a row
+without glosses, an unreadable PNG or a missing / unreadable pose file skips the video (listed in
+manifest["skipped"] and in the printed summary; --strict makes each an error). A pose file whose frame count
+differs from the PNG count is always an error: it means the pose files were extracted from other data.
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def resolve_corpus_dir(root: str | os.PathLike, spec: CorpusSpec) -> Path:
 
 
 def read_corpus_csv(path: Path, spec: CorpusSpec) -> tuple[list[Row], list[dict]]:
-    """Parse one annotation file -> (well-formed rows in file order, skipped entries for malformed lines).
+    """Parse one annotation file -> (well-formed rows in file order, skipped entries for malformed lines and
+    rows without glosses).
 
     PHOENIX CSVs are `|`-separated without quoting (2014-T translations contain quotes), so a line is split on
     `|`, not read with csv's quoting rules. Raises ConversionError for a missing file, a wrong header, a
@@ -211,6 +212,10 @@ def read_corpus_csv(path: Path, spec: CorpusSpec) -> tuple[list[Row], list[dict]
             continue
         values = {name: fields[i].strip() for name, i in col.items()}
         key = values[spec.id_col]
+        if not values[spec.gloss_col].strip():
+            malformed.append({"id": key or f"{path.name}:{lineno}",
+                              "reason": f"empty annotation: video {key} has no glosses ({where})"})
+            continue
         if not key or "." in key or "/" in key:
             raise ConversionError(f"{where}: video id {key!r} is empty or contains '.' or '/', "
                                   f"which a WebDataset key cannot hold")
@@ -434,14 +439,51 @@ def _merge_pose_layout(records: list[dict], with_pose: bool) -> list | None:
 
 def _check_args(frame_size, jpeg_quality, shard_size, splits) -> None:
     if frame_size is not None and (len(frame_size) != 2 or min(frame_size) < 1):
-        raise ValueError(f"frame_size must be (H, W) of positive ints, got {frame_size}")
+        raise ConversionError(f"frame_size must be (H, W) of positive ints, got {frame_size}")
     if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+        raise ConversionError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise ConversionError(f"shard_size must be >= 1, got {shard_size}")
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
-        raise ValueError(f"splits must be among {SPLITS}, got {list(splits)}")
+        raise ConversionError(f"splits must be among {SPLITS}, got {list(splits)}")
+
+
+def plan_jobs(spec: CorpusSpec, corpus_dir: Path, out_dir: Path, settings: Settings, splits: tuple[str, ...],
+              pose_dir, strict: bool) -> tuple[list[ShardJob], dict[str, list[dict]]]:
+    """Parse every split's CSV (before any work, so that a bad file fails first) and slice the rows into shards.
+
+    Returns the jobs, in split then shard order, and the skipped entries of malformed rows per split.
+    """
+    malformed, jobs = {}, []
+    for split in splits:
+        if pose_dir is not None and not (Path(pose_dir) / split).is_dir():
+            raise ConversionError(f"{Path(pose_dir) / split}: no pose folder for split {split!r} (--pose-dir)")
+        rows, malformed[split] = read_corpus_csv(corpus_dir / spec.csv.format(split=split), spec)
+        if strict and malformed[split]:
+            raise ConversionError(malformed[split][0]["reason"])
+        for index, first in enumerate(range(0, len(rows), settings.shard_size)):
+            jobs.append(ShardJob(split, index, rows[first:first + settings.shard_size],
+                                 corpus_dir / FRAMES_DIR.format(split=split),
+                                 Path(pose_dir) / split if pose_dir is not None else None,
+                                 out_dir, settings, strict))
+    return jobs, malformed
+
+
+def _kept_and_todo(jobs: list[ShardJob], strict: bool) -> tuple[dict, list[ShardJob]]:
+    """Records of the shards an earlier run completed, and the jobs left to do."""
+    records, todo = {}, []
+    for job in jobs:
+        record = reusable_record(job)
+        if record is None:
+            todo.append(job)
+            continue
+        records[(job.split, job.index)] = record
+        if strict and record["skipped"]:
+            s = record["skipped"][0]
+            raise ConversionError(f"{job.name} (kept from an earlier run) skipped video {s['id']}: {s['reason']}; "
+                                  f"delete it to retry")
+    return records, todo
 
 
 def convert(kind: str, root: str | os.PathLike, out_dir: str | os.PathLike, pose_dir: str | os.PathLike | None = None,
@@ -464,7 +506,7 @@ def convert(kind: str, root: str | os.PathLike, out_dir: str | os.PathLike, pose
         jpeg_quality: JPEG quality of the stored frames.
     """
     if kind not in CORPORA:
-        raise ValueError(f"unknown corpus {kind!r}; choose from {sorted(CORPORA)}")
+        raise ConversionError(f"unknown corpus {kind!r}; choose from {sorted(CORPORA)}")
     splits = tuple(splits)
     frame_size = tuple(int(v) for v in frame_size) if frame_size is not None else None
     _check_args(frame_size, jpeg_quality, shard_size, splits)
@@ -476,36 +518,11 @@ def convert(kind: str, root: str | os.PathLike, out_dir: str | os.PathLike, pose
     _remove_stale_temps(out_dir)
     settings = Settings(spec.name, frame_size, jpeg_quality, shard_size, pose_dir is not None)
 
-    # Plan: parse every CSV first, so that a bad file fails before hours of work.
-    malformed, jobs = {}, []
-    for split in splits:
-        if pose_dir is not None and not (Path(pose_dir) / split).is_dir():
-            raise ConversionError(f"{Path(pose_dir) / split}: no pose folder for split {split!r} (--pose-dir)")
-        rows, malformed[split] = read_corpus_csv(corpus_dir / spec.csv.format(split=split), spec)
-        if strict and malformed[split]:
-            raise ConversionError(malformed[split][0]["reason"])
-        for index, first in enumerate(range(0, len(rows), shard_size)):
-            jobs.append(ShardJob(split, index, rows[first:first + shard_size],
-                                 corpus_dir / FRAMES_DIR.format(split=split),
-                                 Path(pose_dir) / split if pose_dir is not None else None,
-                                 out_dir, settings, strict))
+    jobs, malformed = plan_jobs(spec, corpus_dir, out_dir, settings, splits, pose_dir, strict)
     train_csv = corpus_dir / spec.csv.format(split="train")
     vocab = Vocabulary.build(r.gloss for r in read_corpus_csv(train_csv, spec)[0])
 
-    records, todo = {}, []
-    for job in jobs:
-        record = reusable_record(job)
-        if record is None:
-            todo.append(job)
-        else:
-            records[(job.split, job.index)] = record
-    if strict:
-        for (split, index), record in records.items():
-            if record["skipped"]:
-                s = record["skipped"][0]
-                raise ConversionError(f"{shard_name(split, index)} (kept from an earlier run) skipped video "
-                                      f"{s['id']}: {s['reason']}; delete it to retry")
-
+    records, todo = _kept_and_todo(jobs, strict)
     total = sum(len(j.rows) for j in jobs)
     kept = sum(len(j.rows) for j in jobs if (j.split, j.index) in records)
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -513,7 +530,8 @@ def convert(kind: str, root: str | os.PathLike, out_dir: str | os.PathLike, pose
         records.update(run_jobs(todo, min(workers, len(todo)), bar))
 
     manifest = _build_manifest(spec, jobs, records, malformed, vocab, settings, config={
-        "kind": kind, "root": str(Path(root).resolve()), "pose_dir": str(Path(pose_dir).resolve()) if pose_dir else None,
+        "kind": kind, "root": str(Path(root).resolve()),
+        "pose_dir": str(Path(pose_dir).resolve()) if pose_dir else None,
         "frame_size": list(frame_size) if frame_size else None, "jpeg_quality": jpeg_quality,
         "shard_size": shard_size, "splits": list(splits), "strict": strict})
     vocab.save(out_dir / VOCAB)
@@ -577,7 +595,8 @@ def add_cli(subparsers) -> None:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--root", required=True, help=f"the corpus: {root_help}")
         p.add_argument("--out", required=True, help="output folder (an earlier run there is resumed)")
-        p.add_argument("--pose-dir", default=None, help="folder of <split>/<id>.npy landmarks, (T, 543, 3) or (T, K, C)")
+        p.add_argument("--pose-dir", default=None,
+                       help="folder of <split>/<id>.npy landmarks, (T, 543, 3) or (T, K, C)")
         p.add_argument("--workers", type=int, default=None, help="parallel processes (default: CPU count)")
         p.add_argument("--strict", action="store_true", help="make every skipped video an error")
         p.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -595,7 +614,7 @@ def _main(args: argparse.Namespace) -> int:
                 frame_size=args.frame_size, shard_size=args.shard_size,
                 splits=[s.strip() for s in args.splits.split(",") if s.strip()],
                 progress=not args.no_progress, jpeg_quality=args.jpeg_quality)
-    except (ConversionError, ValueError) as e:
+    except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
