@@ -1,0 +1,649 @@
+"""Streaming data pipeline: WebDataset shards -> length-bucketed, padded, augmented batches.
+
+    loader = build_loader(DataConfig(data="data/phoenix"), "train", vocab, train=True,
+                          rank=accelerator.process_index, world_size=accelerator.num_processes,
+                          output_length=model.output_length)
+    loader.set_epoch(epoch)
+    for batch in loader: ...          # move to the device yourself; never accelerator.prepare(loader)
+
+Throughput benchmark on a prepared folder:
+
+    python -m cslr.datasets.pipeline DATA_DIR --split train --num-workers 2 --batches 50
+
+Stages, per stream (a stream is one DataLoader worker of one rank, or the main process if num_workers=0):
+
+    shard list -> split by rank, then by stream -> tar streaming (undecoded members)
+      -> validate (cheap: headers, counts, gloss vocabulary, CTC length) + draw the video's augmentation
+      -> shuffle buffer (train) -> pools of `bucket_size` sorted by length -> batches (<= batch_size videos,
+         <= max_frames_per_batch padded frames) -> shuffle the batches of the pool (train)
+      -> decode JPEG + pose, crop/resize/temporal rescale/jitter (augment.py) -> pad
+
+Everything before the decode works on raw bytes, so resuming mid-epoch skips batches without decoding.
+
+Splitting rule. With S = max(1, num_workers) streams per rank there are world_size * S slots; slot
+`rank * S + stream`. Train shards are shuffled by (seed, epoch); when there are at least as many shards as
+slots, a rank takes every world_size-th shard and a stream every S-th of those (shard-level split).
+Otherwise every slot reads all shards (in one order shared by all slots) and keeps every n-th sample
+(sample-level split: more reading, same disjointness). Eval uses the same rule on the manifest's order.
+
+Epoch rule (train). An epoch is a fixed number of batches per rank, the same on every rank:
+`len(loader) = ceil(num_train_samples / (world_size * b))`, with b = batch_size, or, under
+max_frames_per_batch, `clamp(max_frames_per_batch // ceil(mean frames per video), 1, batch_size)`.
+Each stream cycles over its share of the data (re-reading its shards, reshuffled per cycle) and the rank's
+batches are dealt round-robin: stream s yields global batches s, s + S, s + 2S, ... < len(loader). So no
+rank can run out of batches (no DDP hang) whatever the shard count; in return an epoch is not an exact
+pass: a slot whose shards hold more or fewer samples than average sees some samples less or more often.
+The batches depend on (seed, epoch, rank, world_size, S): num_workers 0 and 1 give identical batches, and
+so do runs that differ only in how they were interrupted and resumed.
+
+Eval (train=False): no shuffling, no augmentation (centre crop), each valid sample exactly once across
+ranks and streams; ranks may get different batch counts, and `len()` is an estimate from the manifest
+(exact without bad samples and without max_frames_per_batch). The CTC length check is not applied in
+eval so that WER covers the whole split.
+
+Bad samples are skipped and counted (`loader.skip_counts`, `loader.skipped`), each logged once per
+epoch on the "cslr.data" logger with its key, shard and reason; `strict=True` raises instead.
+A video that fails to decode despite passing the cheap checks is dropped from its batch; a batch left
+empty is replaced by one placeholder row with `valid = False` (so that batch counts never change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import tarfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from . import augment
+from .schema import GLOSS, META, NUM_LANDMARKS, POSE, RGB, SchemaError, decode_pose, unpack_jpegs
+from .vocab import Vocabulary
+from .writer import load_manifest
+
+log = logging.getLogger("cslr.data")
+
+MODALITY_MEMBERS = {"rgb": RGB, "pose": POSE}
+
+
+@dataclass
+class DataConfig:
+    data: str = ""                  # prepared folder (manifest.json, vocab.txt, shards)
+    batch_size: int = 8             # max videos per batch
+    max_frames_per_batch: int = 0   # 0 = no cap; else cap on B * T_max (padded frames) per batch
+    num_workers: int = 2
+    shuffle_buffer: int = 64        # samples
+    image_size: int = 112           # square crop fed to the model (train: random crop+resize; eval: center crop+resize)
+    crop_scale: tuple = (0.7, 1.0)  # area fraction of the random crop (of the largest square that fits)
+    temporal_scale: float = 0.2     # train: resample the video to T * U(1-s, 1+s) frames
+    pose_jitter: float = 0.01       # train: landmark noise std (normalised image units) + small global affine
+    hflip: bool = False             # off by default: flipping swaps the dominant hand
+    modalities: tuple = ("rgb", "pose")
+    bucket_size: int = 0            # length-bucketing pool in samples (0 = 4 * batch_size)
+    pin_memory: bool = True
+    prefetch_factor: int = 2
+    strict: bool = False            # raise on a bad sample instead of skip+count
+    seed: int = 0
+
+
+class BadSample(Exception):
+    """A sample that cannot be used: `reason` is a short category, `detail` says what was wrong."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading shards and checking samples (no decoding)
+
+
+def iter_shard(path: Path) -> Iterator[dict]:
+    """The raw samples of one tar shard in file order: dicts of member name -> bytes, plus `__key__`.
+
+    Raises (OSError, tarfile.TarError, ValueError) on a shard that cannot be read.
+    """
+    with open(path, "rb") as f:
+        files = ({**m, "__url__": path.name} for m in tar_file_iterator(f))
+        yield from group_by_keys(files)
+
+
+def _npy_shape(data: bytes) -> tuple:
+    """Shape of a `.npy` member from its header, checking that the data that follows is complete."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except Exception as e:  # numpy raises ValueError/EOFError on a bad header
+        raise BadSample("corrupt_member", f"{POSE}: unreadable header ({e})") from e
+    expected = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject or len(data) - f.tell() != expected:
+        raise BadSample("corrupt_member", f"{POSE}: {len(data) - f.tell()} data bytes, header says {expected} ({dtype})")
+    return shape
+
+
+def _check_jpegs(data: bytes, num_frames: int) -> None:
+    """Container structure, frame count, and JPEG start/end markers (a truncated JPEG lacks its end)."""
+    try:
+        frames = unpack_jpegs(data)
+    except SchemaError as e:
+        raise BadSample("corrupt_member", str(e)) from e
+    if len(frames) != num_frames:
+        raise BadSample("frame_count_mismatch", f"{RGB} has {len(frames)} frames, meta.json says {num_frames}")
+    for i, f in enumerate(frames):
+        if bytes(f[:2]) != b"\xff\xd8" or b"\xff\xd9" not in bytes(f[-64:]):
+            raise BadSample("corrupt_member", f"{RGB}: frame {i} is not a complete JPEG stream")
+
+
+def ctc_min_length(ids: list[int]) -> int:
+    """Frames CTC needs for a label sequence: one per label plus a blank between adjacent repeats."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+
+
+@dataclass
+class _Item:
+    """A checked, undecoded sample with its augmentation drawn."""
+
+    key: str
+    shard: str
+    gloss: str
+    signer: str
+    targets: list[int]
+    unknown: list[str]
+    num_frames: int
+    frame_size: tuple | None
+    params: augment.AugmentParams
+    rgb: bytes | None
+    pose: bytes | None
+
+
+# ----------------------------------------------------------------------------------------------------
+# One stream: the slot's share of the data -> batches
+
+
+@dataclass
+class _Spec:
+    """Everything a stream needs (pickled to the workers)."""
+
+    cfg: DataConfig
+    data_dir: Path
+    split: str
+    shards: list[tuple[str, int]]   # (file name, sample count), manifest order
+    vocab: Vocabulary
+    output_length: Callable[[int], int] | None
+    train: bool
+    rank: int
+    world_size: int
+    num_batches: int | None         # train: batches per epoch per rank
+    pose_landmarks: int
+    num_frames: int = 0             # frames of the split (manifest), for the nominal batch size
+    epoch: int = 0
+    start: int = 0                  # batches of the epoch already done (train)
+
+    @property
+    def num_streams(self) -> int:
+        return max(1, self.cfg.num_workers)
+
+    @property
+    def pool_size(self) -> int:
+        return self.cfg.bucket_size or 4 * self.cfg.batch_size
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def shuffle_buffer(items: Iterable, size: int, rng: np.random.Generator) -> Iterator:
+    """Reservoir-style shuffle: keep `size` items, emit a random one for each new one."""
+    buf = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        i = int(rng.integers(size))
+        buf[i], item = item, buf[i]
+        yield item
+    for i in rng.permutation(len(buf)):
+        yield buf[i]
+
+
+def cut_batches(items: list[_Item], batch_size: int, max_frames: int) -> list[list[_Item]]:
+    """Sort by (augmented) length and cut greedily into batches under both caps.
+
+    A video longer than `max_frames` on its own still forms a batch of one.
+    """
+    items = sorted(items, key=lambda it: it.params.num_frames_out)
+    batches, cur = [], []
+    for it in items:
+        t = it.params.num_frames_out
+        if cur and (len(cur) >= batch_size or (max_frames and (len(cur) + 1) * t > max_frames)):
+            batches.append(cur)
+            cur = []
+        cur.append(it)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class _Stream:
+    """The batches of one slot (rank, stream) for one epoch."""
+
+    def __init__(self, spec: _Spec, stream: int):
+        self.spec, self.cfg = spec, spec.cfg
+        self.stream = stream
+        self.num_slots = spec.world_size * spec.num_streams
+        self.slot = spec.rank * spec.num_streams + stream
+        self.shard_level = len(spec.shards) >= self.num_slots
+        self.rng = np.random.default_rng([self.cfg.seed, spec.epoch, self.slot, 1])
+        self.reports: list[tuple[str, str, str, str]] = []  # (key, shard, reason, detail) not yet sent
+        self.unknown: list[str] = []
+        self.raw_index = 0  # sample-level split: position in the stream all slots read
+
+    # -- bad input --------------------------------------------------------------------------------
+
+    def report(self, key: str, shard: str, reason: str, detail: str) -> None:
+        if self.cfg.strict:
+            raise SchemaError(f"{shard}: sample {key}: {reason}: {detail}")
+        self.reports.append((key, shard, reason, detail))
+
+    # -- raw samples ------------------------------------------------------------------------------
+
+    def shard_order(self, cycle: int) -> list[tuple[str, int]]:
+        """The shards this slot reads in one pass (cycle) over its share."""
+        spec, shards = self.spec, list(self.spec.shards)
+        if spec.train:
+            order = np.random.default_rng([self.cfg.seed, spec.epoch]).permutation(len(shards))
+            shards = [shards[i] for i in order]
+        if not self.shard_level:
+            if spec.train and cycle > 0:  # same order on every slot: the split is by position in it
+                order = np.random.default_rng([self.cfg.seed, spec.epoch, 0, cycle]).permutation(len(shards))
+                shards = [shards[i] for i in order]
+            return shards
+        mine = shards[spec.rank::spec.world_size][self.stream::spec.num_streams]
+        if cycle > 0:
+            order = np.random.default_rng([self.cfg.seed, spec.epoch, self.slot, cycle]).permutation(len(mine))
+            mine = [mine[i] for i in order]
+        return mine
+
+    def read(self, name: str, count: int) -> Iterator[dict]:
+        """Raw samples of one shard; a shard that is missing, broken or short is reported by name."""
+        n = 0
+        try:
+            for sample in iter_shard(self.spec.data_dir / name):
+                n += 1
+                yield sample
+        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            self.report(name, name, "bad_shard", f"unreadable after {n} samples ({e})")
+            return
+        if n < count:
+            self.report(name, name, "bad_shard", f"{n} samples, manifest says {count} (truncated?)")
+
+    def raw_samples(self, cycle: int) -> Iterator[tuple[str, dict]]:
+        for name, count in self.shard_order(cycle):
+            for sample in self.read(name, count):
+                i, self.raw_index = self.raw_index, self.raw_index + 1
+                if self.shard_level or i % self.num_slots == self.slot:
+                    yield name, sample
+
+    def items(self, cycle: int) -> Iterator[_Item]:
+        """The checked samples of one pass (cycle) over the slot's share."""
+        for shard, sample in self.raw_samples(cycle):
+            try:
+                yield self.prepare(sample, shard, cycle)
+            except BadSample as e:
+                self.report(sample.get("__key__", "?"), shard, e.reason, e.detail)
+
+    def prepare(self, sample: dict, shard: str, cycle: int) -> _Item:
+        """Check a raw sample without decoding it and draw its augmentation. Raises BadSample."""
+        spec, cfg = self.spec, self.cfg
+        key = sample["__key__"]
+        for member in (GLOSS, META) + tuple(MODALITY_MEMBERS[m] for m in cfg.modalities):
+            if member not in sample:
+                raise BadSample("missing_member", f"no {member}")
+        try:
+            gloss = " ".join(sample[GLOSS].decode("utf-8").split())
+            meta = json.loads(sample[META])
+            num_frames = int(meta["num_frames"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise BadSample("corrupt_member", f"gloss.txt/meta.json unreadable ({e!r})") from e
+        if num_frames <= 0:
+            raise BadSample("zero_frames", f"meta.json num_frames = {num_frames}")
+        if "rgb" in cfg.modalities:
+            _check_jpegs(sample[RGB], num_frames)
+        frame_size = meta.get("frame_size") or meta.get("orig_size")
+        if "pose" in cfg.modalities:
+            shape = _npy_shape(sample[POSE])
+            if len(shape) != 3 or shape[1:] != (spec.pose_landmarks, 3):
+                raise BadSample("corrupt_member", f"{POSE} shape {shape}, expected (T, {spec.pose_landmarks}, 3)")
+            if shape[0] != num_frames:
+                raise BadSample("frame_count_mismatch", f"{POSE} has {shape[0]} frames, meta.json says {num_frames}")
+            if "rgb" not in cfg.modalities and not frame_size:
+                raise BadSample("corrupt_member", "meta.json has no frame_size (needed to crop the pose)")
+        targets, unknown = spec.vocab.encode(gloss)
+        rng = np.random.default_rng([cfg.seed, spec.epoch, self.slot, cycle, _key_hash(key)])
+        params = augment.draw_params(rng, num_frames, train=spec.train, crop_scale=cfg.crop_scale,
+                                     temporal_scale=cfg.temporal_scale, pose_jitter=cfg.pose_jitter, hflip=cfg.hflip)
+        if spec.train:
+            t_out = params.num_frames_out
+            t_model = spec.output_length(t_out) if spec.output_length else t_out
+            if ctc_min_length(targets) > t_model:
+                raise BadSample("ctc_too_long", f"{len(targets)} glosses need {ctc_min_length(targets)} CTC "
+                                                f"steps, the model gives {t_model} for {t_out} frames")
+        return _Item(key, shard, gloss, str(meta.get("signer", "")), targets, unknown, num_frames,
+                     tuple(frame_size) if frame_size else None, params, sample.get(RGB), sample.get(POSE))
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def raw_batches(self) -> Iterator[list[_Item]]:
+        """Undecoded batches: pass after pass in train (endless), one pass in eval.
+
+        Shuffling and pools stop at the end of a pass, so that a batch never holds a video twice.
+        """
+        # A pass can be empty for a slot of the sample-level split (fewer samples than slots); only
+        # many empty passes in a row mean that the slot can never fill its batches.
+        max_empty = 1 if self.shard_level else self.num_slots + 1
+        empty = 0
+        for cycle in itertools.count() if self.spec.train else [0]:
+            items = self.items(cycle)
+            if self.spec.train:
+                items = shuffle_buffer(items, self.cfg.shuffle_buffer, self.rng)
+            empty += 1
+            while pool := list(itertools.islice(items, self.spec.pool_size)):
+                empty = 0
+                batches = cut_batches(pool, self.cfg.batch_size, self.cfg.max_frames_per_batch)
+                if self.spec.train:
+                    batches = [batches[i] for i in self.rng.permutation(len(batches))]
+                yield from batches
+            if self.spec.train and empty >= max_empty:
+                shards = [n for n, _ in self.shard_order(0)]
+                raise RuntimeError(f"rank {self.spec.rank} stream {self.stream}: no usable sample in {shards} "
+                                   f"(split {self.spec.split!r}) in {empty} passes; cannot fill the epoch")
+
+    def __iter__(self) -> Iterator[dict]:
+        spec, streams = self.spec, self.spec.num_streams
+        raw = self.raw_batches()
+        if not spec.train:
+            for items in raw:
+                yield self.decode(items)
+            return
+        for g in range(self.stream, spec.num_batches, streams):  # this stream's global batch indices
+            items = next(raw)
+            if g >= spec.start:  # earlier batches were yielded before the resume: skip undecoded
+                yield self.decode(items)
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def decode_item(self, it: _Item) -> dict:
+        """(T', 3, S, S) uint8 frames and (T', K, 3) float32 landmarks of one video, augmented."""
+        p, size = it.params, self.cfg.image_size
+        idx = augment.temporal_indices(it.num_frames, p.num_frames_out)  # (T',)
+        out = {}
+        if it.rgb is not None:
+            jpegs = unpack_jpegs(it.rgb)
+            uniq, inverse = torch.unique(idx, return_inverse=True)  # decode each needed frame once
+            data = [torch.frombuffer(bytearray(jpegs[i]), dtype=torch.uint8) for i in uniq.tolist()]
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
+                warnings.simplefilter("ignore", DeprecationWarning)
+                frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))  # (U, 3, H, W)
+            height, width = frames.shape[-2:]
+            box = augment.crop_box(height, width, p)
+            out["rgb"] = augment.crop_resize(frames, box, size, p.flip)[inverse]  # (T', 3, S, S)
+        else:
+            height, width = it.frame_size
+            box = augment.crop_box(height, width, p)
+        if it.pose is not None:
+            pose = torch.from_numpy(decode_pose(it.pose).astype(np.float32))[idx]  # (T', K, 3)
+            out["pose"] = augment.transform_pose(pose, height, width, box, p)
+        return out
+
+    def decode(self, items: list[_Item]) -> dict:
+        rows, kept = [], []
+        for it in items:
+            try:
+                rows.append(self.decode_item(it))
+                kept.append(it)
+            except Exception as e:  # a codec error on bytes that passed the cheap checks
+                self.report(it.key, it.shard, "decode_error", repr(e))
+        batch = collate(rows, kept, self.cfg, self.spec.pose_landmarks)
+        for it in kept:
+            self.unknown.extend(it.unknown)
+        batch["_skipped"], self.reports = self.reports, []
+        batch["_unknown"], self.unknown = self.unknown, []
+        return batch
+
+
+def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmarks: int) -> dict:
+    """Pad decoded videos into a batch (see `build_loader`); an empty list gives one invalid row."""
+    valid = bool(rows)
+    if not valid:
+        rows = [{"rgb": torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8),
+                 "pose": torch.zeros(1, pose_landmarks, 3)}]
+    lengths = torch.tensor([next(iter(r.values())).shape[0] for r in rows], dtype=torch.int64)  # (B,)
+    b, t = len(rows), int(lengths.max())
+    batch = {}
+    for m in cfg.modalities:
+        x = torch.zeros((b, t) + rows[0][m].shape[1:], dtype=rows[0][m].dtype)  # (B, T, ...)
+        for i, r in enumerate(rows):
+            x[i, :r[m].shape[0]] = r[m]
+        batch[m] = x
+    targets = [it.targets for it in items] or [[]]
+    batch["lengths"] = lengths
+    batch["mask"] = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
+    batch["targets"] = torch.zeros(b, max(1, max(map(len, targets))), dtype=torch.int64)  # (B, L)
+    for i, ids in enumerate(targets):
+        batch["targets"][i, :len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    batch["target_lengths"] = torch.tensor(list(map(len, targets)), dtype=torch.int64)
+    batch["keys"] = [it.key for it in items] or [""]
+    batch["signers"] = [it.signer for it in items] or [""]
+    batch["glosses"] = [it.gloss for it in items] or [""]
+    batch["valid"] = torch.full((b,), valid)
+    return batch
+
+
+class _StreamDataset(IterableDataset):
+    """Runs the stream of the current worker. On a resume at batch k, worker w runs stream (w + k) % S so that
+    the DataLoader's round-robin over workers (starting at worker 0) yields global batch k first."""
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        shift = self.spec.start if self.spec.train else 0
+        return iter(_Stream(self.spec, (worker + shift) % self.spec.num_streams))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding is per worker; intra-op threads would only oversubscribe
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loader
+
+
+class StreamLoader:
+    """Iterable over the batches of one rank; resumable with `state_dict`/`load_state_dict`.
+
+    `set_epoch(e)` starts epoch e from its first batch, except when the loader sits mid-way in epoch e
+    (after `load_state_dict`, or after a loop that broke off): then it keeps that position, so that the
+    usual `load_state_dict(...); for epoch in ...: set_epoch(epoch)` resumes where the checkpoint was.
+    """
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+        self.epoch = 0
+        self.batches_done = 0
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self.skip_counts: collections.Counter = collections.Counter()
+        self.skipped: list[tuple[str, str]] = []
+        self.unknown_glosses: collections.Counter = collections.Counter()  # gloss -> occurrences dropped from targets
+        self._seen: set[tuple[str, str]] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch == self.epoch and 0 < self.batches_done < len(self) and self.spec.train:
+            log.info("resuming epoch %d at batch %d of %d", epoch, self.batches_done, len(self))
+            return
+        self.epoch, self.batches_done = int(epoch), 0
+        self._reset_counters()
+
+    def __len__(self) -> int:
+        if self.spec.train:
+            return self.spec.num_batches
+        return _estimate_eval_batches(self.spec)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        if not 0 <= done <= len(self):
+            raise ValueError(f"loader state {state}: batches_done must be in [0, {len(self)}]")
+        self.epoch, self.batches_done = epoch, done
+        self._reset_counters()
+
+    def _absorb(self, batch: dict) -> None:
+        """Take the workers' reports off a batch into the counters; log each bad sample once per epoch."""
+        for key, shard, reason, detail in batch.pop("_skipped"):
+            if (key, reason) in self._seen:
+                continue
+            self._seen.add((key, reason))
+            self.skip_counts[reason] += 1
+            self.skipped.append((key, reason))
+            log.warning("skipped %s (%s, split %s): %s: %s", key, shard, self.spec.split, reason, detail)
+        self.unknown_glosses.update(batch.pop("_unknown"))
+
+    def __iter__(self) -> Iterator[dict]:
+        spec, cfg = self.spec, self.spec.cfg
+        if not spec.train:  # eval is always a full pass
+            self.batches_done = 0
+            self._reset_counters()
+        dataset = _StreamDataset(dataclasses.replace(spec, epoch=self.epoch, start=self.batches_done))
+        workers = cfg.num_workers
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                            pin_memory=cfg.pin_memory and torch.cuda.is_available(),
+                            prefetch_factor=cfg.prefetch_factor if workers else None,
+                            persistent_workers=False, worker_init_fn=_worker_init if workers else None)
+        for batch in loader:
+            self._absorb(batch)
+            self.batches_done += 1
+            yield batch
+
+
+def _nominal_batch_size(cfg: DataConfig, num_samples: int, num_frames: int) -> int:
+    if not cfg.max_frames_per_batch:
+        return cfg.batch_size
+    mean_frames = max(1, math.ceil(num_frames / max(1, num_samples)))
+    return max(1, min(cfg.batch_size, cfg.max_frames_per_batch // mean_frames))
+
+
+def _estimate_eval_batches(spec: _Spec) -> int:
+    """This rank's eval batch count from the manifest's sample counts (pools cut into nominal batches)."""
+    cfg, streams = spec.cfg, spec.num_streams
+    slots = spec.world_size * streams
+    counts = [c for _, c in spec.shards]
+    total = sum(counts)
+    b = _nominal_batch_size(cfg, total, spec.num_frames)
+    pool = spec.pool_size
+    n_batches = 0
+    for stream in range(streams):
+        slot = spec.rank * streams + stream
+        if len(counts) >= slots:
+            n = sum(counts[spec.rank::spec.world_size][stream::streams])
+        else:
+            n = max(0, (total - slot + slots - 1) // slots)
+        n_batches += (n // pool) * math.ceil(pool / b) + math.ceil((n % pool) / b)
+    return n_batches
+
+
+def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool, rank: int = 0, world_size: int = 1,
+                 output_length: Callable[[int], int] | None = None) -> StreamLoader:
+    """The streaming loader of one split for one rank.
+
+    Args:
+        cfg: data settings; `cfg.data` is a folder written by launch/prepare.py.
+        split: "train", "dev" or "test" (a key of the manifest's "splits").
+        vocab: targets are `vocab.encode(gloss)`; unknown glosses are dropped from the targets and counted.
+        train: shuffle + augment + fixed batches per epoch (see the module docstring), else one plain pass.
+        rank, world_size: this process's place among the data-parallel processes.
+        output_length: the model's output steps for T input frames, for the CTC feasibility check (train).
+
+    Batches: "rgb" uint8 (B, T, 3, S, S) and/or "pose" float32 (B, T, K, 3) (NaN = landmark not detected,
+    0 in padding), "lengths" int64 (B,), "mask" bool (B, T), "targets" int64 (B, L) zero padded,
+    "target_lengths" int64 (B,), "keys", "signers", "glosses" (raw strings) lists of B, "valid" bool (B,).
+    """
+    manifest = load_manifest(cfg.data)
+    if split not in manifest["splits"]:
+        raise KeyError(f"{cfg.data}/manifest.json: no split {split!r} (has {sorted(manifest['splits'])})")
+    missing = set(cfg.modalities) - set(manifest.get("modalities", []))
+    if missing or not set(cfg.modalities) <= set(MODALITY_MEMBERS) or not cfg.modalities:
+        raise ValueError(f"{cfg.data}: modalities {list(cfg.modalities)} requested, the data has "
+                         f"{manifest.get('modalities')} (known: {sorted(MODALITY_MEMBERS)})")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, {world_size})")
+    entry = manifest["splits"][split]
+    shards = [(s["name"], int(s["count"])) for s in entry["shards"]]
+    num_samples = sum(c for _, c in shards)
+    if num_samples == 0:
+        raise ValueError(f"{cfg.data}: split {split!r} has no samples")
+    num_frames = int(entry.get("num_frames") or sum(s.get("frames", 0) for s in entry["shards"]))
+    layout = manifest.get("pose_layout")
+    pose_landmarks = sum(n for _, n in layout) if layout else NUM_LANDMARKS
+    b = _nominal_batch_size(cfg, num_samples, num_frames)
+    spec = _Spec(cfg=cfg, data_dir=Path(cfg.data), split=split, shards=shards, vocab=vocab,
+                 output_length=output_length, train=train, rank=rank, world_size=world_size,
+                 num_batches=math.ceil(num_samples / (world_size * b)) if train else None,
+                 pose_landmarks=pose_landmarks, num_frames=num_frames)
+    return StreamLoader(spec)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Measure the streaming pipeline's throughput on a prepared folder.")
+    ap.add_argument("data")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--eval", action="store_true", help="eval pipeline (no augmentation)")
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument("--batches", type=int, default=50)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = DataConfig(data=args.data, batch_size=args.batch_size, num_workers=args.num_workers,
+                     image_size=args.image_size, pin_memory=False)
+    vocab = Vocabulary.load(Path(args.data) / "vocab.txt")
+    loader = build_loader(cfg, args.split, vocab, train=not args.eval)
+    videos = frames = 0
+    it = iter(loader)
+    next(it)  # worker start-up is not throughput
+    t0 = time.perf_counter()
+    for batch in itertools.islice(it, args.batches):
+        videos += int(batch["valid"].sum())
+        frames += int(batch["lengths"].sum())
+    dt = time.perf_counter() - t0
+    print(f"{videos / dt:.1f} videos/s, {frames / dt:.0f} frames/s "
+          f"({videos} videos, {frames} frames in {dt:.2f} s, {args.num_workers} workers, size {args.image_size})")
+
+
+if __name__ == "__main__":
+    main()
