@@ -52,7 +52,7 @@ class TemporalConv(nn.Module):
 
     `padding="same"` (default) pads convs by k//2 and pools in ceil mode, so K5-P2-K5-P2 maps T frames to
     ceil(T / 4), the teacher's length: frame-level distillation needs both sequences aligned.
-    `padding="valid"` is the original VAC block (T -> ((T - 4) // 2 - 4) // 2; needs T >= 12).
+    `padding="valid"` is the original VAC block (T -> ((T - 4) // 2 - 4) // 2; needs T >= 16).
 
     Args:
         in_ch: input feature size C.

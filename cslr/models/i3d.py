@@ -128,6 +128,17 @@ class I3D(nn.Module):
         self.out_channels = in_ch
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        """He init (fan_in): activations keep their scale through the 57 convs. PyTorch's default conv
+        init shrinks them at every unit, leaving an untrained network's eval-mode features near 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     @staticmethod
     def _layer_length(layer: nn.Module, lengths):

@@ -1,5 +1,8 @@
 """Named model builders: `build_teacher("teacher_small", num_classes=len(vocab), dropout=0.2)`.
 
+Every builder is `fn(num_classes, **overrides) -> nn.Module`, registered in MODELS with `@register`;
+`build_model(name, ...)` builds any of them, `build_teacher(preset, ...)` only teachers.
+
 | preset          | use                                            | I3D width | pose | fusion | BiLSTM     |
 | --------------- | ---------------------------------------------- | --------- | ---- | ------ | ---------- |
 | `teacher_tiny`  | tests: milliseconds at 32x32                   | 0.125     | 16   | 32     | 2 x 16     |
@@ -63,6 +66,18 @@ def build_teacher(preset: str, num_classes: int, **overrides) -> Teacher:
     if preset not in MODELS or not preset.startswith("teacher"):
         raise ValueError(f"unknown teacher preset {preset!r}; available: {[m for m in list_models() if m.startswith('teacher')]}")
     return MODELS[preset](num_classes, **overrides)
+
+
+def build_model(name: str, num_classes: int, **overrides) -> nn.Module:
+    """Build any registered model (teacher or student) by name; `overrides` go to its config.
+
+    Args:
+        name: a key of MODELS (see `list_models()`).
+        num_classes: CTC classes including the blank (len(Vocabulary)).
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
+    return MODELS[name](num_classes, **overrides)
 
 
 def list_models() -> list[str]:
