@@ -79,7 +79,7 @@ def beam_search(
     B, T, V = lp.shape
     K, dev = beam_width, lp.device
     lengths = lengths.to(dev)
-    kv = torch.arange(V, device=dev)
+    P = V if prune_topk is None else max(1, min(prune_topk, V))  # labels that may start a new prefix
 
     # Beam state. Beam 0 starts as the empty prefix; the others are dead (-inf) until filled.
     p_b = torch.full((B, K), NEG_INF, dtype=lp.dtype, device=dev)  # (B, K)
@@ -89,42 +89,48 @@ def beam_search(
     plen = torch.zeros((B, K), dtype=torch.long, device=dev)  # (B, K)
     last = torch.full((B, K), blank, dtype=torch.long, device=dev)  # (B, K); blank for the empty prefix
     pos = torch.arange(prefix.shape[2], device=dev)  # (L,)
-    batch_idx = torch.arange(B, device=dev)[:, None]  # (B, 1)
+    rows = torch.arange(B, device=dev)[:, None]  # (B, 1)
+    parent_offset = torch.arange(K, device=dev)[None, None, :] * (P + 1)  # (1, 1, K)
+    all_labels = torch.arange(V, device=dev).expand(B, V)  # (B, V)
 
     for t in range(T):
         frame = lp[:, t]  # (B, V)
         total = torch.logaddexp(p_b, p_nb)  # (B, K)
         alive = total > NEG_INF  # (B, K)
+        if P == V:
+            labels, label_lp, slot_of = all_labels, frame, all_labels  # slot_of: label -> candidate column
+        else:
+            labels = frame.topk(P, dim=1).indices  # (B, P)
+            label_lp = frame.gather(1, labels)  # (B, P)
+            slot_of = torch.full((B, V), P, dtype=torch.long, device=dev).scatter_(
+                1, labels, torch.arange(P, device=dev).expand(B, P))  # (B, V); P: not a candidate
 
-        # Extensions by label c: from p_b only if c repeats the last label, else from the whole prefix.
-        src = torch.where(kv == last[..., None], p_b[..., None], total[..., None])  # (B, K, V)
-        ext = src + frame[:, None, :]  # (B, K, V)
-        # Staying on the same prefix: a blank, or the last label repeated without a blank.
-        stay_b = total + frame[:, blank, None]  # (B, K)
-        stay_nb = p_nb + frame.gather(1, last)  # (B, K); -inf for the empty prefix since p_nb is -inf
+        # Candidates (B, K, P + 1): column p < P is "beam k + labels[p]", column P is "beam k unchanged".
+        # Column P doubles as the sink for writes about labels outside the candidates: it is written last.
+        cand = torch.empty((B, K, P + 1), dtype=lp.dtype, device=dev)
+        cand[..., :P] = total[..., None] + label_lp[:, None, :]  # (B, K, P)
+        # A label repeating the prefix's last one extends it only from alignments ending in blank.
+        cand.scatter_(2, slot_of.gather(1, last)[..., None], (p_b + frame.gather(1, last))[..., None])
+        cand[..., :P].masked_fill_((labels == blank)[:, None, :], NEG_INF)  # blank never extends
 
-        # Merge: if beam j is beam k plus one label c (= last[j]), the extension (k, c) is j's prefix.
-        shorter = prefix[:, None, :, :]  # (B, 1, K, L) beam k
-        longer = prefix[:, :, None, :]  # (B, K, 1, L) beam j
-        same_head = ((longer == shorter) | (pos >= plen[:, None, :, None])).all(-1)  # (B, J, K)
+        # Merge: if beam j is beam k plus one label c (= last[j]), the extension (k, c) is j's own prefix;
+        # its probability joins j's p_nb and the duplicate candidate is removed. Only alive j: dead beams
+        # hold stale prefixes.
+        same_head = ((prefix[:, :, None, :] == prefix[:, None, :, :]) | (pos >= plen[:, None, :, None])).all(-1)
         merge = same_head & (plen[:, :, None] == plen[:, None, :] + 1) & alive[:, :, None]  # (B, J, K)
-        ext_into_j = ext.gather(2, last[:, None, :].expand(B, K, K)).transpose(1, 2)  # (B, J, K): ext[k, last[j]]
-        merged = torch.where(merge, ext_into_j, NEG_INF).logsumexp(-1)  # (B, J)
-        stay_nb = torch.logaddexp(stay_nb, merged)
-        flat = (torch.arange(K, device=dev)[None, None, :] * V + last[:, :, None]).expand(B, K, K)  # (B, J, K)
-        taken = torch.zeros((B, K * V), dtype=torch.bool, device=dev)
-        taken[batch_idx.expand(B, K * K)[merge.reshape(B, -1)], flat.reshape(B, -1)[merge.reshape(B, -1)]] = True
-        ext = ext.masked_fill(taken.view(B, K, V), NEG_INF)
-        if prune_topk is not None and prune_topk < V:
-            allowed = torch.zeros((B, V), dtype=torch.bool, device=dev)
-            allowed.scatter_(1, frame.topk(prune_topk, dim=1).indices, True)
-            ext = ext.masked_fill(~allowed[:, None, :], NEG_INF)
+        repeat = last[:, :, None] == last[:, None, :]  # (B, J, K): c = last[j] repeats last[k]
+        into_j = torch.where(repeat, p_b[:, None, :], total[:, None, :]) + frame.gather(1, last)[:, :, None]
+        stay_b = total + frame[:, blank, None]  # (B, K): a blank
+        stay_nb = p_nb + frame.gather(1, last)  # (B, K): the last label again; -inf for the empty prefix
+        stay_nb = torch.logaddexp(stay_nb, torch.where(merge, into_j, NEG_INF).logsumexp(-1))
+        col = parent_offset + slot_of.gather(1, last)[:, :, None]  # (B, J, K): column of (k, last[j])
+        cand.view(B, -1)[rows.expand(B, K * K)[merge.view(B, -1)], col.reshape(B, -1)[merge.view(B, -1)]] = NEG_INF
+        cand[..., P] = torch.logaddexp(stay_b, stay_nb)
 
-        # Candidates (B, K, V): slot `blank` of beam k is "stay on k", slot c != blank is "k + c".
-        ext[:, :, blank] = torch.logaddexp(stay_b, stay_nb)
-        score, idx = ext.view(B, K * V).topk(K, dim=1)  # (B, K), best first
-        parent, c = idx // V, idx % V  # (B, K)
-        is_stay = c == blank
+        score, idx = cand.view(B, -1).topk(K, dim=1)  # (B, K), best first
+        parent, slot = idx // (P + 1), idx % (P + 1)  # (B, K)
+        is_stay = slot == P
+        c = labels.gather(1, slot.clamp(max=P - 1))  # (B, K); meaningless where is_stay
         new_b = torch.where(is_stay, stay_b.gather(1, parent), NEG_INF)
         new_nb = torch.where(is_stay, stay_nb.gather(1, parent), score)
         par_len = plen.gather(1, parent)
