@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         d = result.as_dict()
         (out / f"{args.split}_wer.json").write_text(json.dumps({**d, "checkpoint": str(args.checkpoint),
                                                                 "beam": args.beam, "protocol": protocol}, indent=2))
-        print(f"{args.split} WER {d['wer']:.2f}% (S {d['sub']}, D {d['del']}, I {d['ins']}, N {d['num_ref_words']}, "
+        print(f"{args.split} WER {d['wer']:.2f}% (S {d['sub']}, D {d['dele']}, I {d['ins']}, N {d['num_ref_words']}, "
               f"{len(hyps)} videos, beam {args.beam}, protocol {protocol})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")

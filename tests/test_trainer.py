@@ -241,22 +241,23 @@ def test_nonfinite_loss_is_skipped_and_counted(tiny_data, tmp_path):
     from cslr.trainer.losses import teacher_loss
 
     calls = {"n": 0}
-    snapshots = []
 
     def flaky(out, batch):
         calls["n"] += 1
         loss, parts = teacher_loss(out, batch, 0.5)
-        if calls["n"] in (2, 3):
-            snapshots.append({k: v.detach().clone() for k, v in tr.model.state_dict().items()})
-            return loss * float("nan"), parts
-        return loss, parts
+        return (loss * float("nan") if calls["n"] in (2, 3) else loss), parts
 
     tr = _in_process_trainer(tiny_data, tmp_path / "o", loss_fn=flaky, max_steps=4)
+    before = []  # the full state (weights and BatchNorm statistics) before each forward
+    tr.model.register_forward_pre_hook(
+        lambda m, *_: before.append({k: v.detach().clone() for k, v in m.state_dict().items()}))
     tr.train()
     assert tr.state["nonfinite_total"] == 2 and tr.state["global_step"] == 4
-    # the NaN step changed no weight: the state before call 3 equals the state before call 2
-    a, b = snapshots
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the NaN batches 2 and 3 left no trace: the state before forwards 2, 3 and 4 is the same ...
+    for later in (before[2], before[3]):
+        assert all(torch.equal(before[1][k], later[k]) for k in later)
+    # ... while the finite batch 1 did change it
+    assert not all(torch.equal(before[0][k], before[1][k]) for k in before[0])
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
 
 

@@ -541,7 +541,10 @@ class StreamLoader:
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             pin_memory=cfg.pin_memory and torch.cuda.is_available(),
                             prefetch_factor=cfg.prefetch_factor if workers else None,
-                            persistent_workers=False, worker_init_fn=_worker_init if workers else None)
+                            persistent_workers=False, worker_init_fn=_worker_init if workers else None,
+                            # Its own generator: creating an iterator must not draw from the global torch RNG,
+                            # or a resumed run's dropout would differ from an uninterrupted one.
+                            generator=torch.Generator().manual_seed(cfg.seed * 100003 + self.epoch))
         for batch in loader:
             self._absorb(batch)
             self.batches_done += 1
@@ -626,23 +629,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=112)
-    ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--batches", type=int, default=50, help="at least this many (whole epochs)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     cfg = DataConfig(data=args.data, batch_size=args.batch_size, num_workers=args.num_workers,
                      image_size=args.image_size, pin_memory=False)
     vocab = Vocabulary.load(Path(args.data) / "vocab.txt")
     loader = build_loader(cfg, args.split, vocab, train=not args.eval)
-    videos = frames = 0
-    it = iter(loader)
-    next(it)  # worker start-up is not throughput
+    videos = frames = batches = 0
     t0 = time.perf_counter()
-    for batch in itertools.islice(it, args.batches):
-        videos += int(batch["valid"].sum())
-        frames += int(batch["lengths"].sum())
+    for epoch in itertools.count():  # whole epochs, worker start-up included (workers are not persistent)
+        loader.set_epoch(epoch)
+        for batch in loader:
+            videos += int(batch["valid"].sum())
+            frames += int(batch["lengths"].sum())
+            batches += 1
+        if batches >= args.batches:
+            break
     dt = time.perf_counter() - t0
-    print(f"{videos / dt:.1f} videos/s, {frames / dt:.0f} frames/s "
-          f"({videos} videos, {frames} frames in {dt:.2f} s, {args.num_workers} workers, size {args.image_size})")
+    print(f"{videos / dt:.1f} videos/s, {frames / dt:.0f} frames/s ({batches} batches, {videos} videos, {frames} "
+          f"frames in {dt:.2f} s; {args.num_workers} workers, image size {args.image_size}, "
+          f"{'eval' if args.eval else 'train'})")
 
 
 if __name__ == "__main__":

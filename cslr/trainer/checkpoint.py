@@ -95,6 +95,7 @@ def _fsync_dir(path: Path) -> None:
 def save_portable(path: str | os.PathLike, state_dict: dict, extra: dict) -> None:
     """`best_model.pth`: weights + plain-typed metadata, loadable with `torch.load(..., weights_only=True)`."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save({"model": {k: v.detach().cpu() for k, v in state_dict.items()}, **extra}, tmp)
     with open(tmp, "rb") as f:

@@ -74,6 +74,8 @@ class TrainConfig:
 
 
 SECTIONS = ("data", "model", "optim", "run")
+# Fields that follow another one rather than having their own flag: the data order is seeded by the run seed.
+DERIVED = {("data", "seed"): ("run", "seed")}
 
 
 def _leaf_fields(cfg) -> dict[str, tuple[str, dataclasses.Field]]:
@@ -81,6 +83,8 @@ def _leaf_fields(cfg) -> dict[str, tuple[str, dataclasses.Field]]:
     out: dict[str, tuple[str, dataclasses.Field]] = {}
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(cfg, section)):
+            if (section, f.name) in DERIVED:
+                continue
             if f.name in out:
                 raise AssertionError(f"config field {f.name} appears in two sections")
             out[f.name] = (section, f)
@@ -136,6 +140,9 @@ def apply_yaml(cfg: TrainConfig, path: str | Path) -> None:
         sub = getattr(cfg, section)
         names = {f.name for f in dataclasses.fields(sub)}
         for k, v in (values or {}).items():
+            if (section, k) in DERIVED:
+                src = ".".join(DERIVED[(section, k)])
+                raise ValueError(f"{path}: {section}.{k} follows {src}; set {src} instead")
             if k not in names:
                 raise ValueError(f"{path}: unknown key {section}.{k}")
             setattr(sub, k, _coerce(v, getattr(sub, k), f"{path}: {section}.{k}"))
@@ -167,6 +174,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
         if v is not None:
             sub = getattr(cfg, section)
             setattr(sub, name, tuple(v) if isinstance(getattr(sub, name), tuple) else v)
+    for (sec, name), (src_sec, src_name) in DERIVED.items():
+        setattr(getattr(cfg, sec), name, getattr(getattr(cfg, src_sec), src_name))
     validate(cfg)
     return cfg
 

@@ -116,7 +116,7 @@ def run_training(cfg: TrainConfig) -> int:
         if acc.is_main_process:
             write_ctm(out / "test_hyp.ctm", hyps)
             logger.info("Test WER (best model, epoch %s, beam %d): %.2f%% (S %d, D %d, I %d, N %d)\n%s",
-                        trainer.state["best_epoch"], cfg.run.beam_width, test["wer"], test["sub"], test["del"],
+                        trainer.state["best_epoch"], cfg.run.beam_width, test["wer"], test["sub"], test["dele"],
                         test["ins"], test["num_ref_words"], result.format_table())
         acc.log({"test/wer": test["wer"]}, step=trainer.state["global_step"])
     if acc.is_main_process:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import build_loader
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import atomic_write_json, load_manifest
+from cslr.datasets.writer import atomic_write_bytes, atomic_write_json, load_manifest
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, plain_dict, save_yaml
@@ -47,7 +47,8 @@ def make_accelerator(cfg: TrainConfig):
     import datetime
 
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
-    if not torch.cuda.is_available():
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+    if distributed and not torch.cuda.is_available():
         # Without this, DeepSpeed on CPU initialises no usable group and every rank believes it is alone.
         handlers.append(InitProcessGroupKwargs(backend="gloo", timeout=datetime.timedelta(minutes=60)))
     mp = cfg.run.mixed_precision or None
@@ -186,6 +187,10 @@ class Trainer:
     def train_step(self, batch: dict) -> dict:
         """One micro-batch: forward, loss, (skipped-if-non-finite) backward, and at the boundary an optimizer step."""
         batch = self.to_device(batch)
+        # BatchNorm running statistics are updated by the forward itself: keep a copy (small) so that a batch
+        # whose loss turns out non-finite leaves no trace in the model, buffers included.
+        buffers = list(self.model.buffers())
+        saved = [b.detach().clone() for b in buffers]
         with self.acc.accumulate(self.model):
             out = self.forward(self.model, batch)
             loss, parts = self.loss_fn(out, batch)
@@ -196,6 +201,9 @@ class Trainer:
                 # Every rank skips together: a zero loss still runs backward so DDP/DeepSpeed collectives match.
                 self.state["nonfinite_total"] += 1
                 self._consecutive_bad += 1
+                with torch.no_grad():
+                    for b, v in zip(buffers, saved):
+                        b.copy_(v)
                 loss = sum((p * 0).sum() for p in self.model.parameters() if p.requires_grad)
             else:
                 self._consecutive_bad = 0
@@ -281,7 +289,7 @@ class Trainer:
             last = epoch + 1 == cfg.optim.epochs or (cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps)
             if (epoch + 1) % cfg.run.eval_every == 0 or last:
                 res = self.evaluate("dev", beam_width=0)
-                rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["del"], dev_ins=res["ins"])
+                rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
                 self._track_best(epoch, res)
             st["history"].append(rec)
             acc.log({"epoch/train_loss": mean_loss, **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
@@ -407,7 +415,7 @@ def write_results(path: Path, trainer: Trainer, test: dict | None, wall_time_s: 
     results = {
         "best_epoch": st["best_epoch"], "best_dev_wer": st["best_dev_wer"],
         "test_wer": test["wer"] if test else None, "test_sub": test["sub"] if test else None,
-        "test_del": test["del"] if test else None, "test_ins": test["ins"] if test else None,
+        "test_del": test["dele"] if test else None, "test_ins": test["ins"] if test else None,
         "test_num_ref_words": test["num_ref_words"] if test else None,
         "test_per_signer": test["per_signer"] if test else None,
         "epochs_run": len(st["history"]), "global_steps": st["global_step"], "wall_time_s": wall_time_s,
@@ -443,10 +451,10 @@ def init_trackers(cfg: TrainConfig, accelerator, trainer: Trainer) -> None:
         if id_file.is_file():
             run_id = id_file.read_text().strip()
         else:
-            import wandb
+            import secrets
 
-            run_id = wandb.util.generate_id()
-            id_file.write_text(run_id + "\n")
+            run_id = secrets.token_hex(4)  # W&B run ids are short lowercase alphanumerics
+            atomic_write_bytes(id_file, (run_id + "\n").encode())
     init_kwargs = {"wandb": {"dir": str(out), "id": run_id, "resume": "allow", "name": cfg.run.run_name or out.name}}
     accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(plain_dict(cfg)), init_kwargs=init_kwargs)
     trainer.state["wandb_run_id"] = run_id
