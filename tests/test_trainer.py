@@ -289,3 +289,37 @@ def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
     tr.train()
     assert tr.state["nonfinite_total"] == 0 and tr.state["global_step"] == 3
     assert math.isfinite(tr.state["history"][-1]["train_loss"])
+
+
+# ---------------------------------------------------------------------------------------------- other entry points
+def test_evaluate_rescores_the_best_model_like_the_trainer(single_run, tmp_path):
+    """launch/evaluate.py on best_model.pth with the trainer's beam gives the test WER that results.json holds,
+    and its CTM, scored by launch/score.py against an STM of the references, gives it again."""
+    from cslr.trainer.wer import read_ctm
+
+    out, _ = single_run
+    res = json.loads((out / "results.json").read_text())
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(out / "best_model.pth"),
+                    "--split", "test", "--beam", "2", "--num_workers", "0", "--out", str(tmp_path)], timeout=300)
+    check_ok(proc)
+    got = json.loads((tmp_path / "test_wer.json").read_text())
+    assert got["wer"] == pytest.approx(res["test_wer"]) and got["sub"] == res["test_sub"]
+    assert f"test WER {res['test_wer']:.2f}%" in proc.stdout and "signer" in proc.stdout.lower()
+    hyps = read_ctm(tmp_path / "test_hyp.ctm")
+    assert len(hyps) == 8  # every test video of the tiny corpus, also those decoded to nothing
+
+
+def test_evaluate_missing_checkpoint_is_a_clear_error(tmp_path):
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(tmp_path / "no.pth")],
+                   timeout=120)
+    assert proc.returncode == 2 and f"{tmp_path / 'no.pth'}" in proc.stderr, proc.stderr
+
+
+def test_overfit_reaches_zero_wer_or_says_how_far_it_got(tiny_data):
+    common = [sys.executable, str(REPO / "launch" / "overfit.py"), "--data", str(tiny_data), "--samples", "4",
+              "--arch", "teacher_tiny", "--modality", "pose", "--learning_rate", "0.005", "--eval_every", "10"]
+    ok = run_cmd([*common, "--max_steps", "400"], timeout=300)
+    check_ok(ok)
+    assert "reached 0% WER at step" in ok.stdout
+    short = run_cmd([*common, "--max_steps", "10"], timeout=300)
+    assert short.returncode == 1 and "did not reach 0% WER in 10 steps; best WER" in short.stdout, short.stdout
