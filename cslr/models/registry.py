@@ -6,7 +6,7 @@ Every builder is `fn(num_classes, **overrides) -> nn.Module`, registered in MODE
 | preset          | use                                            | I3D width | pose | fusion | BiLSTM     |
 | --------------- | ---------------------------------------------- | --------- | ---- | ------ | ---------- |
 | `teacher_tiny`  | tests: milliseconds at 32x32                   | 0.125     | 16   | 32     | 2 x 16     |
-| `teacher_small` | CPU default: 2 cores, 64x64 crops, batch ~8    | 0.25      | 128  | 256    | 2 x 128    |
+| `teacher_small` | CPU default: 2 cores, 32x32 crops, batch 8     | 0.25      | 128  | 256    | 2 x 128    |
 | `teacher_base`  | PHOENIX on GPUs at 224x224 (VAC-sized head)    | 1.0       | 256  | 1024   | 2 x 512    |
 
 List them: `/work/venv/bin/python -c "from cslr.models.registry import list_models; print(list_models())"`
@@ -46,7 +46,7 @@ def teacher_tiny(num_classes: int, **overrides) -> Teacher:
 
 @register
 def teacher_small(num_classes: int, **overrides) -> Teacher:
-    """The CPU default (2 cores, 64x64 crops, ~50 frames, batch 8)."""
+    """The CPU default (2 cores, 32x32 crops of 64x64 frames, ~70 frames, batch 8)."""
     return _teacher(dict(width_mult=0.25, pose_hidden=128, fusion_dim=256, lstm_hidden=128), num_classes, overrides)
 
 

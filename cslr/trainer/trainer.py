@@ -291,6 +291,8 @@ class Trainer:
                 res = self.evaluate("dev", beam_width=0)
                 rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
                 self._track_best(epoch, res)
+            if st["history"] and st["history"][-1]["epoch"] == rec["epoch"]:
+                st["history"].pop()  # the record of this epoch's part before a --max_steps stop and resume
             st["history"].append(rec)
             acc.log({"epoch/train_loss": mean_loss, **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
                     step=st["global_step"])
