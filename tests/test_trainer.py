@@ -1,5 +1,5 @@
-"""The teacher trainer end to end: real `accelerate launch` (1 process, 2-rank DDP over gloo, DeepSpeed ZeRO-2 on
-CPU), resume equals an uninterrupted run, outputs read back (TensorBoard events, W&B offline run file), bf16
+"""The teacher trainer end to end: real `accelerate launch` (1 process, 2-rank DDP over gloo, DeepSpeed ZeRO-2 and
+ZeRO-3 on CPU), resume equals an uninterrupted run, outputs read back (TensorBoard events, W&B offline run file), bf16
 autocast, non-finite losses skipped, clear errors on bad flags and missing data."""
 
 from __future__ import annotations
@@ -198,9 +198,10 @@ def test_ddp_two_processes(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_two_processes(tiny_data, tmp_path):
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_two_processes(tiny_data, tmp_path, stage):
     out = tmp_path / "ds"
-    proc = run_cmd(accelerate_cmd("--config_file", str(REPO / "configs/accelerate/deepspeed_zero2.yaml"),
+    proc = run_cmd(accelerate_cmd("--config_file", str(REPO / f"configs/accelerate/deepspeed_{stage}.yaml"),
                                   "--num_processes", "2", "--main_process_port", str(free_port()),
                                   TEACHER, *tiny_flags(tiny_data, out)),
                    env=clean_env(DS_ACCELERATOR="cpu", ACCELERATE_USE_CPU="true"), timeout=1200)
@@ -281,6 +282,20 @@ def test_too_many_nonfinite_losses_stop_with_checkpoints_intact(tiny_data, tmp_p
     ckpts = list_checkpoints(tmp_path / "o" / "checkpoints")
     assert ckpts and load_trainer_state(ckpts[-1])["epoch"] == 1  # the epoch-1 checkpoint, untouched
     assert not list((tmp_path / "o" / "checkpoints").glob(".tmp-*"))
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tiny_data, tmp_path):
+    tr = _in_process_trainer(tiny_data, tmp_path / "o", patience=2)
+    # A model that cannot change (learning rate 0, BatchNorm statistics frozen) has the same dev WER every epoch.
+    tr.cfg.optim.epochs = 6
+    tr.scheduler.base_lrs = [0.0] * len(tr.scheduler.base_lrs)
+    for m in tr.model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    tr.train()
+    st = tr.state
+    assert st["stopped_early"] and st["best_epoch"] == 1
+    assert [h["epoch"] for h in st["history"]] == [1, 2, 3]  # best at 1, then 2 evaluations without improvement
 
 
 def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
