@@ -381,10 +381,15 @@ def test_cli_prepares_and_reuses_a_finished_folder(tmp_path):
     stamps = shard_stamps(out)
     assert len(stamps) == 5
 
-    again = prepare_cmd("--preset", "tiny", "--out", str(out), "--seed", "3")
+    again = prepare_cmd("--preset", "tiny", "--out", str(out), "--seed", "3", "--preview", str(tmp_path / "p.png"))
     assert again.returncode == 0, again.stderr
     assert shard_stamps(out) == stamps  # nothing rewritten
     assert load_manifest(out) == m
+    # the contact sheet: the first train video's frames, 12 per row, at the preset's frame size
+    first_train = next(iter(read_split(out, "train").values()))
+    n = len(unpack_jpegs(first_train[RGB]))
+    h, w = TINY.frame_size
+    assert Image.open(tmp_path / "p.png").size == (w * 12, h * ((n + 11) // 12))
 
 
 def test_rerun_regenerates_only_damaged_shards_and_changed_configs(tmp_path):

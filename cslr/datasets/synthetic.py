@@ -2,6 +2,7 @@
 
     python launch/prepare.py synthetic --preset small --out data/synth --workers 2   # the default training data
     python launch/prepare.py synthetic --preset tiny --out /tmp/synth_tiny            # tests, ~1 s
+    python launch/prepare.py synthetic --preset phoenix --out data/synth_phoenix --preview preview.png
     python launch/prepare.py synthetic --preset phoenix --out data/synth_phoenix --workers 16 --held-out-signer 5
 
 How a video is made (everything is drawn from `seed`; a sample depends only on its own seed, so shards are
@@ -1052,6 +1053,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--held-out-signer", type=int, default=None, metavar="K",
                    help="signer K (1-based) appears only in dev and test")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--preview", metavar="PNG", default=None,
+                   help="also save the frames of the first train video side by side as a PNG contact sheet")
     p.set_defaults(func=_main)
 
 
@@ -1065,4 +1068,6 @@ def _main(args: argparse.Namespace) -> int:
     sizes = {s: v["num_samples"] for s, v in m["splits"].items()}
     total = sum(e["bytes"] for v in m["splits"].values() for e in v["shards"])
     print(f"{args.out}: {m['corpus']} {sizes} videos, {m['vocab_size']} glosses, {total / 1e6:.1f} MB")
+    if args.preview:
+        preview(args.preset, args.preview, seed=args.seed)
     return 0
