@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd
 
@@ -166,6 +167,15 @@ def test_wandb_offline_run_holds_the_metrics(single_run):
 
 
 # ---------------------------------------------------------------------------------------------- resume
+def test_fresh_run_into_a_folder_with_checkpoints_is_refused(single_run, tmp_path):
+    out, _ = single_run
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    data = yaml.safe_load((out / "config.yaml").read_text())["data"]["data"]
+    proc = run_cmd([sys.executable, TEACHER, *tiny_flags(Path(data), out, "--resume", "")], timeout=300)
+    assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr and "--resume auto" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+
+
 def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path):
     """Stop mid-epoch (--max_steps), resume with --resume auto: final weights equal an uninterrupted run's."""
     full, part = tmp_path / "full", tmp_path / "part"
@@ -296,6 +306,18 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tiny_data
     st = tr.state
     assert st["stopped_early"] and st["best_epoch"] == 1
     assert [h["epoch"] for h in st["history"]] == [1, 2, 3]  # best at 1, then 2 evaluations without improvement
+
+
+def test_wall_time_carries_over_a_resume(tiny_data, tmp_path):
+    tr = _in_process_trainer(tiny_data, tmp_path / "o", max_steps=2)
+    tr.train()
+    saved = tr.save("test")
+    before = tr.state["wall_time_s"]
+    assert before > 0
+    again = _in_process_trainer(tiny_data, tmp_path / "o")
+    fresh = again.wall_time()
+    again.load(saved)
+    assert again.wall_time() >= before + fresh  # the earlier run's time counts, not only this process's
 
 
 def test_bf16_autocast_on_cpu(tiny_data, tmp_path):

@@ -12,7 +12,7 @@ import torch
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest
 
-from .checkpoint import find_resume, load_portable
+from .checkpoint import find_resume, list_checkpoints, load_portable
 from .config import TrainConfig, build_arg_parser, resolve
 from .report import setup_logging
 
@@ -80,7 +80,12 @@ def run_training(cfg: TrainConfig) -> int:
                          f"choose --modality accordingly")
     model, meta = build_model(cfg.model, len(vocab))
     save_run_config(cfg, acc)
-    trainer = Trainer(cfg, acc, model, vocab, protocol, meta)
+    trainer = Trainer(cfg, acc, model, vocab, protocol, meta, started_at=wall0)
+    existing = list_checkpoints(trainer.ckpt_dir)
+    if existing and not cfg.run.resume:
+        # A fresh run here would overwrite and prune another run's checkpoints: nothing may be lost silently.
+        raise ValueError(f"{out} already holds checkpoints of a run ({existing[-1].name}): continue it with "
+                         "--resume auto, or choose another --output_dir")
     resume = find_resume(cfg.run.resume, trainer.ckpt_dir)
     if resume is not None:
         trainer.load(resume)
@@ -120,7 +125,7 @@ def run_training(cfg: TrainConfig) -> int:
                         test["ins"], test["num_ref_words"], result.format_table())
         acc.log({"test/wer": test["wer"]}, step=trainer.state["global_step"])
     if acc.is_main_process:
-        res = write_results(out / "results.json", trainer, test, time.time() - wall0)
+        res = write_results(out / "results.json", trainer, test)
         logger.info("results: best dev WER %s%% (epoch %s), test WER %s%%, %.0f s, %.1f samples/s -> %s",
                     _fmt(res["best_dev_wer"]), res["best_epoch"], _fmt(res["test_wer"]), res["wall_time_s"],
                     res["samples_per_s"] or 0.0, out / "results.json")

@@ -97,8 +97,11 @@ class Trainer:
     """Builds nothing itself: gets the model, loaders and config; owns the loop, evaluation and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, accelerator, model: torch.nn.Module, vocab: Vocabulary, protocol: str,
-                 model_meta: dict, loss_fn=None):
+                 model_meta: dict, loss_fn=None, started_at: float | None = None):
         self.cfg = cfg
+        # Wall time of the whole run across resumes: the part before the loaded checkpoint + this process's.
+        self._started_at = time.time() if started_at is None else started_at
+        self._wall_before = 0.0
         self.acc = accelerator
         self.vocab = vocab
         self.protocol = protocol
@@ -153,8 +156,12 @@ class Trainer:
             signal.signal(sig, handler)
 
     # ----------------------------------------------------------------------------------------- state
+    def wall_time(self) -> float:
+        return self._wall_before + time.time() - self._started_at
+
     def save(self, tag: str = "") -> Path:
         self.state["loader"] = self.train_loader.state_dict()
+        self.state["wall_time_s"] = self.wall_time()
         name = ckpt.checkpoint_name(self.state["epoch"], self.state["global_step"])
         path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, self.state, self.cfg.run.keep_last)
         logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
@@ -163,6 +170,7 @@ class Trainer:
     def load(self, path: Path) -> None:
         self.acc.load_state(str(path))
         self.state.update(ckpt.load_trainer_state(path))
+        self._wall_before = float(self.state.get("wall_time_s", 0.0))
         self.train_loader.load_state_dict(self.state["loader"])
         self.acc.step = 0  # checkpoints are taken at optimizer-step boundaries
         logger.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.state["epoch"],
@@ -412,7 +420,9 @@ def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str
     return hyps, refs
 
 
-def write_results(path: Path, trainer: Trainer, test: dict | None, wall_time_s: float) -> dict:
+def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
+    """results.json; `wall_time_s` covers the whole run, resumes included (up to each one's last checkpoint)."""
+    wall_time_s = trainer.wall_time()
     st = trainer.state
     results = {
         "best_epoch": st["best_epoch"], "best_dev_wer": st["best_dev_wer"],
