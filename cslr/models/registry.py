@@ -9,6 +9,12 @@ Every builder is `fn(num_classes, **overrides) -> nn.Module`, registered in MODE
 | `teacher_small` | CPU default: 2 cores, 32x32 crops, batch 8     | 0.25      | 128  | 256    | 2 x 128    |
 | `teacher_base`  | PHOENIX on GPUs at 224x224 (VAC-sized head)    | 1.0       | 256  | 1024   | 2 x 512    |
 
+| preset          | use                                  | MobileNetV3 (width) | temporal conv | BiLSTM  |
+| --------------- | ------------------------------------ | ------------------- | ------------- | ------- |
+| `student_tiny`  | tests: milliseconds at 32x32         | small (0.25)        | 32            | 2 x 16  |
+| `student_small` | CPU default; ImageNet weights fit    | small (1.0)         | 256           | 2 x 128 |
+| `student_base`  | PHOENIX on GPUs at 224x224           | large (1.0)         | 512           | 2 x 256 |
+
 List them: `/work/venv/bin/python -c "from cslr.models.registry import list_models; print(list_models())"`
 """
 
@@ -19,6 +25,7 @@ from typing import Callable
 
 from torch import nn
 
+from .student import Student, StudentConfig
 from .teacher import Teacher, TeacherConfig
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -30,12 +37,20 @@ def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def _teacher(preset: dict, num_classes: int, overrides: dict) -> Teacher:
-    fields = {f.name for f in dataclasses.fields(TeacherConfig)}
+def _build(model_cls, cfg_cls, preset: dict, num_classes: int, overrides: dict) -> nn.Module:
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise TypeError(f"unknown TeacherConfig fields {unknown}; known: {sorted(fields)}")
-    return Teacher(TeacherConfig(num_classes=num_classes, **{**preset, **overrides}))
+        raise TypeError(f"unknown {cfg_cls.__name__} fields {unknown}; known: {sorted(fields)}")
+    return model_cls(cfg_cls(num_classes=num_classes, **{**preset, **overrides}))
+
+
+def _teacher(preset: dict, num_classes: int, overrides: dict) -> Teacher:
+    return _build(Teacher, TeacherConfig, preset, num_classes, overrides)
+
+
+def _student(preset: dict, num_classes: int, overrides: dict) -> Student:
+    return _build(Student, StudentConfig, preset, num_classes, overrides)
 
 
 @register
@@ -54,6 +69,27 @@ def teacher_small(num_classes: int, **overrides) -> Teacher:
 def teacher_base(num_classes: int, **overrides) -> Teacher:
     """Full-width I3D (12.29 M) + pose, BiLSTM 2 x 512 as VAC: PHOENIX on GPUs at 224x224."""
     return _teacher(dict(width_mult=1.0, pose_hidden=256, fusion_dim=1024, lstm_hidden=512), num_classes, overrides)
+
+
+@register
+def student_tiny(num_classes: int, **overrides) -> Student:
+    """MobileNetV3-small at width 0.25 with a tiny head, for tests."""
+    return _student(dict(backbone="mobilenet_v3_small", width_mult=0.25, temporal_hidden=32, lstm_hidden=16),
+                    num_classes, overrides)
+
+
+@register
+def student_small(num_classes: int, **overrides) -> Student:
+    """The CPU default: MobileNetV3-small (ImageNet weights fit), temporal conv 256, BiLSTM 2 x 128."""
+    return _student(dict(backbone="mobilenet_v3_small", width_mult=1.0, temporal_hidden=256, lstm_hidden=128),
+                    num_classes, overrides)
+
+
+@register
+def student_base(num_classes: int, **overrides) -> Student:
+    """MobileNetV3-large, temporal conv 512, BiLSTM 2 x 256: PHOENIX on GPUs at 224x224."""
+    return _student(dict(backbone="mobilenet_v3_large", width_mult=1.0, temporal_hidden=512, lstm_hidden=256),
+                    num_classes, overrides)
 
 
 def build_teacher(preset: str, num_classes: int, **overrides) -> Teacher:

@@ -1,6 +1,6 @@
 """Run configuration: small dataclasses per component, composed into one run config.
 
-A YAML file sets defaults section by section (`data:`, `model:`, `optim:`, `run:`); `--flag value` on the
+A YAML file sets defaults section by section (`data:`, `model:`, `optim:`, `run:`, `kd:`); `--flag value` on the
 command line overrides any leaf field by its name (`--batch_size 8` -> `data.batch_size`). Leaf names are
 unique across sections so the flags stay flat, as in the original training script. The resolved config is
 written to `output_dir/config.yaml` and into every checkpoint.
@@ -63,17 +63,27 @@ class RunConfig:
 
 
 @dataclass
+class KDConfig:
+    """Knowledge distillation (launch/student.py; ignored by the teacher). Soft targets from `--soft_targets`
+    (data section) when set, else from the teacher run alongside the student."""
+    teacher_checkpoint: str = ""    # the teacher's best_model.pth (online targets; vocabulary check)
+    alpha: float = 0.7              # loss = (1 - alpha) * CTC + alpha * T^2 * KL(teacher_T || student_T)
+    temperature: float = 3.0        # T, applied to both teacher and student logits
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-SECTIONS = ("data", "model", "optim", "run")
+SECTIONS = ("data", "model", "optim", "run", "kd")
 # Fields that follow another one rather than having their own flag: the data order is seeded by the run seed.
 DERIVED = {("data", "seed"): ("run", "seed")}
 
@@ -195,6 +205,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.optim.warmup_epochs >= 0, "--warmup_epochs must be >= 0"),
         (cfg.run.eval_every >= 1 and cfg.run.save_every >= 1, "--eval_every and --save_every must be >= 1"),
         (cfg.data.num_workers >= 0, "--num_workers must be >= 0"),
+        (0.0 <= cfg.kd.alpha <= 1.0, "--alpha must be in [0, 1]"),
+        (cfg.kd.temperature > 0, "--temperature must be > 0"),
     ]
     for ok, msg in checks:
         if not ok:

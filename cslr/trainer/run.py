@@ -42,7 +42,8 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Vocabulary
     return model, Vocabulary(ck["vocab"]), ck
 
 
-def train_main(argv: list[str] | None, description: str, default_config: str | None) -> int:
+def train_main(argv: list[str] | None, description: str, default_config: str | None, setup=None) -> int:
+    """Parse flags over the YAML config and train; `setup` as in `run_training`. Returns the exit code."""
     parser = build_arg_parser(description, default_config)
     args = parser.parse_args(argv)
     try:
@@ -50,13 +51,15 @@ def train_main(argv: list[str] | None, description: str, default_config: str | N
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))  # exit 2 with usage
     try:
-        return run_training(cfg)
+        return run_training(cfg, setup)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def run_training(cfg: TrainConfig) -> int:
+def run_training(cfg: TrainConfig, setup=None) -> int:
+    """Train, then test the best model. `setup(cfg, accelerator, model, vocab) -> loss_fn | None` runs after the
+    model is built (before the data and the Trainer): the student's distillation plugs in here."""
     from accelerate.utils import set_seed
 
     from .trainer import Trainer, init_trackers, make_accelerator, resolve_data, save_run_config, write_results
@@ -74,13 +77,14 @@ def run_training(cfg: TrainConfig) -> int:
     vocab = Vocabulary.load(data_dir / "vocab.txt")
     protocol = cfg.run.protocol or manifest.get("protocol", "phoenix2014")
     cfg.data.modalities = tuple(cfg.model.modality.split("+"))
+    model, meta = build_model(cfg.model, len(vocab))
+    loss_fn = setup(cfg, acc, model, vocab) if setup is not None else None  # may add modalities (a KD teacher's)
     missing = [m for m in cfg.data.modalities if m not in manifest.get("modalities", [])]
     if missing:
         raise ValueError(f"{data_dir}: the data has no {missing} (modalities {manifest.get('modalities')}); "
                          f"choose --modality accordingly")
-    model, meta = build_model(cfg.model, len(vocab))
     save_run_config(cfg, acc)
-    trainer = Trainer(cfg, acc, model, vocab, protocol, meta, started_at=wall0)
+    trainer = Trainer(cfg, acc, model, vocab, protocol, meta, started_at=wall0, loss_fn=loss_fn)
     existing = list_checkpoints(trainer.ckpt_dir)
     if existing and not cfg.run.resume:
         # A fresh run here would overwrite and prune another run's checkpoints: nothing may be lost silently.

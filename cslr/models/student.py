@@ -1,0 +1,199 @@
+"""The CSLR student: MobileNetV3 per frame -> temporal conv K5-P2-K5-P2 -> BiLSTM (or conv only) -> CTC classes.
+
+    rgb  (B, T, 3, S, S) uint8 -> ImageNet normalisation -> MobileNetV3 features on the valid frames
+         -> global average pool -> (B, T, C) -> TemporalConv K5-P2-K5-P2 -> (B, T', hidden)
+    pose (B, T, 543, 3) (optional) -> PoseEncoder -> (B, T', pose_hidden), concatenated   = "features"
+    -> BiLSTM (packed; head="lstm") or one more temporal conv (head="conv", no recurrence: streamable)
+    -> classifier -> "log_probs" (B, T', V) fp32
+
+Same interface as the teacher (`cslr.models.teacher`): the same `forward(rgb, pose, lengths)` dict and the same
+exact `output_length`, T' = ceil(T / 4), so frame-level distillation aligns student and teacher frame by frame.
+The backbone is torchvision's, built with no download; ImageNet weights come from a local file
+(`load_pretrained_backbone`, width_mult 1.0 only).
+
+Build one with `cslr.models.registry.build_model("student_small", num_classes=len(vocab))`.
+Run the tests: `/work/venv/bin/pytest tests/test_student.py -q`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from .heads import BiLSTMHead, Classifier, TemporalConv, length_mask
+from .i3d import IMAGENET_MEAN, IMAGENET_STD
+from .pose import DEFAULT_POSE_PARTS, PoseEncoder
+
+BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
+HEADS = ("lstm", "conv")
+MODALITIES = ("rgb", "rgb+pose")
+
+
+@dataclass
+class StudentConfig:
+    """Student architecture. Defaults: `student_small`.
+
+    Attributes:
+        num_classes: CTC classes including the blank (= len(Vocabulary)).
+        modality: "rgb" or "rgb+pose" (the student is an RGB model; pose is an optional extra stream).
+        backbone: "mobilenet_v3_small" or "mobilenet_v3_large" (torchvision).
+        width_mult: MobileNetV3 channel multiplier (ImageNet weights exist for 1.0 only).
+        temporal_hidden: channels of the K5-P2-K5-P2 temporal convs.
+        head: "lstm" (BiLSTM over the whole sequence) or "conv" (one more K3 conv: no recurrence, for streaming).
+        lstm_hidden: BiLSTM hidden size per direction.
+        lstm_layers: stacked BiLSTM layers.
+        pose_parts, pose_hidden: the pose stream (modality "rgb+pose" only).
+        dropout: on the backbone features, between LSTM layers and before the classifier.
+    """
+
+    num_classes: int = 0
+    modality: str = "rgb"
+    backbone: str = "mobilenet_v3_small"
+    width_mult: float = 1.0
+    temporal_hidden: int = 256
+    head: str = "lstm"
+    lstm_hidden: int = 128
+    lstm_layers: int = 2
+    pose_parts: tuple[str, ...] = DEFAULT_POSE_PARTS
+    pose_hidden: int = 64
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
+        for name, value, choices in (("modality", self.modality, MODALITIES), ("backbone", self.backbone, BACKBONES),
+                                     ("head", self.head, HEADS)):
+            if value not in choices:
+                raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
+        if self.num_classes < 2:
+            raise ValueError(f"StudentConfig.num_classes must count the blank and at least one gloss, got {self.num_classes}")
+
+
+class FrameEncoder(nn.Module):
+    """MobileNetV3 features + global average pool, applied to each frame independently.
+
+    Args:
+        backbone: "mobilenet_v3_small" or "mobilenet_v3_large".
+        width_mult: channel multiplier passed to torchvision.
+    """
+
+    def __init__(self, backbone: str = "mobilenet_v3_small", width_mult: float = 1.0):
+        super().__init__()
+        net = getattr(torchvision.models, backbone)(weights=None, width_mult=width_mult)
+        self.features = net.features  # the classifier of the ImageNet model is not used
+        self.out_channels = net.features[-1].out_channels
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C)."""
+        x = (frames.float() - self.mean) / self.std  # normalise in fp32; autocast picks the convs' dtype
+        return self.features(x).mean(dim=(2, 3))  # (N, C)
+
+
+class Student(nn.Module):
+    """MobileNetV3 per frame, temporal conv, BiLSTM or conv head, CTC classifier (see module docstring)."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.frames = FrameEncoder(cfg.backbone, cfg.width_mult)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.temporal = TemporalConv(self.frames.out_channels, cfg.temporal_hidden, ("K5", "P2", "K5", "P2"))
+        self.pose = PoseEncoder(cfg.pose_parts, cfg.pose_hidden, cfg.dropout) if "pose" in cfg.modality else None
+        feat_dim = cfg.temporal_hidden + (cfg.pose_hidden if self.pose is not None else 0)
+        if cfg.head == "lstm":
+            self.head = BiLSTMHead(feat_dim, cfg.lstm_hidden, cfg.lstm_layers, cfg.dropout)
+            head_dim = self.head.out_dim
+        else:
+            self.head = TemporalConv(feat_dim, feat_dim, ("K3",))
+            head_dim = feat_dim
+        self.classifier = Classifier(head_dim, cfg.num_classes, cfg.dropout)
+
+    def output_length(self, lengths: Tensor | int):
+        """Exact number of output frames for `lengths` input frames: ceil(T / 4), as the teacher."""
+        return self.temporal.output_length(lengths)
+
+    def encode_frames(self, rgb: Tensor, lengths: Tensor | None) -> Tensor:
+        """(B, T, 3, S, S) -> (B, T, C) per-frame features; the backbone sees only valid frames (zeros elsewhere)."""
+        B, T = rgb.shape[:2]
+        if lengths is None or bool((lengths == T).all()):
+            return self.frames(rgb.flatten(0, 1)).unflatten(0, (B, T))  # (B, T, C)
+        # Padding frames would cost compute and, in training, shift the BatchNorm statistics.
+        valid = length_mask(lengths, T)  # (B, T)
+        feats = self.frames(rgb[valid])  # (N_valid, C)
+        out = feats.new_zeros(B, T, feats.shape[-1])
+        out[valid] = feats
+        return out
+
+    def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None, lengths: Tensor | None = None) -> dict:
+        """Input frames -> CTC log-probabilities.
+
+        Args:
+            rgb: (B, T, 3, S, S) uint8 or float in [0, 255] (required).
+            pose: (B, T, 543, 3) landmarks, NaN where missing (modality "rgb+pose" only; ignored otherwise).
+            lengths: (B,) valid input frames per sample (default: all T; then no packing, as in ONNX export).
+        Returns:
+            {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {} (no auxiliary heads),
+             "features": (B, T', C) the sequence fed to the head, zero at padded frames}.
+        """
+        if rgb is None:
+            raise ValueError("the student needs an 'rgb' input")
+        if self.pose is not None and pose is None:
+            raise ValueError(f"student with modality {self.cfg.modality!r} needs a 'pose' input")
+        B, T = rgb.shape[:2]
+        full = lengths is None
+        if full:
+            lengths = torch.full((B,), T, dtype=torch.long, device=rgb.device)
+        lengths = lengths.to(device=rgb.device, dtype=torch.long)
+        if not full and (lengths.min() < 1 or lengths.max() > T):
+            raise ValueError(f"lengths must be in [1, {T}], got {lengths.tolist()}")
+
+        x = self.dropout(self.encode_frames(rgb, None if full else lengths))  # (B, T, C)
+        features, out_lengths = self.temporal(x, None if full else lengths)  # (B, T', hidden)
+        if full:
+            out_lengths = self.output_length(lengths)
+        if self.pose is not None:
+            pose_feats, _ = self.pose(pose, lengths)  # (B, T', pose_hidden)
+            features = torch.cat([features, pose_feats], dim=-1)
+        if self.cfg.head == "lstm":
+            if full:  # no padding: the plain recurrence equals the packed one (and exports to ONNX)
+                with torch.autocast(features.device.type, enabled=False):
+                    hidden, _ = self.head.lstm(features.float())
+            else:
+                hidden = self.head(features, out_lengths)  # (B, T', 2 * lstm_hidden)
+        else:
+            hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
+        return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": {}, "features": features}
+
+
+def load_pretrained_backbone(model: Student, path: str | Path) -> int:
+    """Load ImageNet weights of the torchvision classifier (a local state dict file) into the frame encoder.
+
+    Accepts the full classification model's state dict (`features.*` and `classifier.*`; the classifier is
+    ignored) or the `features` module's own. Never downloads. Returns the number of tensors loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable state dict ({e})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path}: expected a state dict of torchvision {model.cfg.backbone}")
+    has_prefix = any(k.startswith("features.") for k in state)
+    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} if has_prefix else state
+    target = model.frames.features.state_dict()
+    missing = sorted(set(target) - set(feats))
+    shape_err = [k for k in target if k in feats and feats[k].shape != target[k].shape]
+    if missing or shape_err:
+        raise ValueError(f"{path}: does not fit {model.cfg.backbone} width {model.cfg.width_mult} "
+                         f"(missing {missing[:3]}, shape mismatch {shape_err[:3]}); ImageNet weights need width_mult 1.0")
+    model.frames.features.load_state_dict({k: feats[k] for k in target})
+    return len(target)

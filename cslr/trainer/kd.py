@@ -1,0 +1,205 @@
+"""Knowledge distillation: CTC + frame-level KL to the teacher's softened distribution, with dense or top-K targets.
+
+    loss = (1 - alpha) * CTC(student) + alpha * T^2 * KL(teacher_T || student_T)
+
+KL is taken per valid student output frame and averaged over the valid frames of the batch (padding masked);
+T^2 keeps the gradient scale of the soft term independent of T (Hinton et al., 2015).
+
+Soft targets (the contract with `launch/soft_targets.py` and the loader): per teacher output frame, the teacher's
+log-probabilities at temperature T, log_softmax(teacher_log_probs / T), over K labels:
+    soft_logp (B, T't, K) float, soft_idx (B, T't, K) int64 label ids, soft_lengths (B,) teacher frames.
+Dense targets are K = V with soft_idx = arange(V). They come from sidecar shards (offline, batch keys from the
+loader) or from the frozen teacher run on the same batch (online, `teacher_soft_targets`); both go through
+the same `soft_target_kl`.
+
+Top-K rule: the teacher's probabilities are renormalised over their K-label support, and so are the student's
+(its tempered log-probs gathered at the same K labels, minus their logsumexp); the mass outside the support is
+ignored on both sides. KL is then exact over the support; with K = V it is the dense KL.
+
+Frame-count rule: student output frame j (of L_s valid) reads teacher frame floor((j + 0.5) * L_t / L_s)
+(nearest, per sample). Equal counts map j -> j; train-time temporal rescaling of the student's input (offline
+targets were computed on the unscaled video) makes them differ.
+
+Entry point: `accelerate launch launch/student.py` (see there); tests: `/work/venv/bin/pytest tests/test_kd.py -q`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cslr.models.heads import length_mask
+
+from .losses import ctc_loss
+
+logger = logging.getLogger("cslr")
+
+SOFT_KEYS = ("soft_logp", "soft_idx", "soft_lengths")
+
+
+def align_frames(student_lengths: Tensor, teacher_lengths: Tensor, num_frames: int) -> Tensor:
+    """(B,) student and teacher valid frame counts -> (B, num_frames) teacher frame index of each student frame.
+
+    Student frame j maps to floor((j + 0.5) * L_t / L_s), computed exactly in integers; frames past L_s (padding)
+    map to the last teacher frame (they are masked by the caller).
+    """
+    j = torch.arange(num_frames, device=student_lengths.device)[None, :]  # (1, Ts)
+    ls = student_lengths.clamp(min=1)[:, None]  # (B, 1)
+    lt = teacher_lengths.to(student_lengths.device)[:, None]  # (B, 1)
+    idx = ((2 * j + 1) * lt) // (2 * ls)  # floor((j + 0.5) * lt / ls)
+    return torch.minimum(idx, lt - 1).clamp(min=0)  # (B, Ts)
+
+
+def soft_targets_from_log_probs(log_probs: Tensor, lengths: Tensor, temperature: float, topk: int = 0) -> dict:
+    """Teacher output -> the contract's soft-target tensors at temperature T (top-K labels, or all with topk 0).
+
+    Args:
+        log_probs: (B, T', V) the teacher's log-probabilities (log_softmax of its logits).
+        lengths: (B,) the teacher's valid output frames.
+        temperature: T; log_softmax(log_probs / T) = log_softmax(logits / T) (shift invariance).
+        topk: labels kept per frame (0 or >= V: dense).
+    Returns:
+        {"soft_logp": (B, T', K) fp32, "soft_idx": (B, T', K) int64, "soft_lengths": (B,) int64}.
+    """
+    logp = F.log_softmax(log_probs.float() / temperature, dim=-1)  # (B, T', V)
+    V = logp.shape[-1]
+    if topk <= 0 or topk >= V:
+        idx = torch.arange(V, device=logp.device).expand_as(logp)
+    else:
+        logp, idx = logp.topk(topk, dim=-1)  # (B, T', K)
+    return {"soft_logp": logp, "soft_idx": idx.long(), "soft_lengths": lengths.long()}
+
+
+def soft_target_kl(student_log_probs: Tensor, student_lengths: Tensor, soft_logp: Tensor, soft_idx: Tensor,
+                   soft_lengths: Tensor, temperature: float) -> Tensor:
+    """Mean over valid student frames of KL(teacher_T || student_T) restricted to the targets' label support.
+
+    Args:
+        student_log_probs: (B, Ts, V) student log-probabilities (log_softmax at T = 1).
+        student_lengths: (B,) valid student frames.
+        soft_logp, soft_idx: (B, Tt, K) teacher log-probs at temperature T and their label ids.
+        soft_lengths: (B,) valid teacher frames.
+        temperature: T, applied to the student here (the targets already carry it).
+    Returns:
+        scalar fp32 (without the T^2 factor).
+    """
+    B, Ts, V = student_log_probs.shape
+    if soft_logp.shape != soft_idx.shape or soft_logp.shape[0] != B:
+        raise ValueError(f"soft targets {tuple(soft_logp.shape)} / ids {tuple(soft_idx.shape)} do not fit a batch of {B}")
+    if int(soft_idx.max()) >= V or int(soft_idx.min()) < 0:
+        raise ValueError(f"soft target label ids must be in [0, {V}), got [{int(soft_idx.min())}, {int(soft_idx.max())}]"
+                         " (teacher and student vocabularies differ?)")
+    if int(soft_lengths.min()) < 1:
+        raise ValueError(f"soft targets with no frame (soft_lengths {soft_lengths.tolist()})")
+    frame = align_frames(student_lengths, soft_lengths, Ts)  # (B, Ts)
+    K = soft_logp.shape[-1]
+    gather = frame[..., None].expand(B, Ts, K)
+    t_logp = soft_logp.float().gather(1, gather)  # (B, Ts, K) teacher frame for each student frame
+    t_idx = soft_idx.long().gather(1, gather)
+    t_logp = t_logp - t_logp.logsumexp(-1, keepdim=True)  # renormalised over the support
+    s_logp = F.log_softmax(student_log_probs.float() / temperature, dim=-1).gather(2, t_idx)  # (B, Ts, K)
+    s_logp = s_logp - s_logp.logsumexp(-1, keepdim=True)  # the same support, renormalised
+    p = t_logp.exp()
+    kl = torch.where(p > 0, p * (t_logp - s_logp), 0.0).sum(-1)  # (B, Ts); 0 * log 0 = 0
+    valid = length_mask(student_lengths, Ts)
+    return torch.where(valid, kl, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def distillation_loss(out: dict, batch: dict, alpha: float, temperature: float) -> tuple[Tensor, dict]:
+    """(1 - alpha) * CTC + alpha * T^2 * KL, the targets read from the batch's soft-target keys.
+
+    Returns (loss, parts for logging: "ctc", "kd").
+    """
+    ctc = ctc_loss(out["log_probs"], out["lengths"], batch["targets"], batch["target_lengths"])
+    if alpha == 0:
+        return ctc, {"ctc": ctc.detach()}
+    missing = [k for k in SOFT_KEYS if k not in batch]
+    if missing:
+        raise KeyError(f"batch has no soft targets {missing}: give --soft_targets DIR or a --teacher_checkpoint")
+    kl = soft_target_kl(out["log_probs"], out["lengths"], batch["soft_logp"], batch["soft_idx"],
+                        batch["soft_lengths"], temperature)
+    loss = (1 - alpha) * ctc + alpha * temperature ** 2 * kl
+    return loss, {"ctc": ctc.detach(), "kd": kl.detach()}
+
+
+@torch.no_grad()
+def teacher_soft_targets(teacher: torch.nn.Module, batch: dict, temperature: float, topk: int = 0,
+                         autocast=contextlib.nullcontext) -> dict:
+    """Online targets: the frozen teacher (eval mode) on the same batch -> the soft-target batch keys."""
+    with autocast():
+        out = teacher(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+    return soft_targets_from_log_probs(out["log_probs"], out["lengths"], temperature, topk)
+
+
+def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
+                 autocast=contextlib.nullcontext):
+    """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys."""
+    def loss_fn(out: dict, batch: dict):
+        if teacher is not None and alpha > 0:
+            batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
+        return distillation_loss(out, batch, alpha, temperature)
+
+    return loss_fn
+
+
+def load_frozen_teacher(path: str | Path, vocab, device) -> torch.nn.Module:
+    """The teacher of `best_model.pth`, frozen (eval, no grad) on `device`; its vocabulary must be the data's.
+
+    Kept outside `accelerator.prepare`: DeepSpeed takes one model per prepare, and the teacher needs no
+    optimizer, gradient sync or sharding.
+    """
+    from .run import model_from_checkpoint
+
+    teacher, teacher_vocab, _ = model_from_checkpoint(path)
+    if list(teacher_vocab.glosses) != list(vocab.glosses):
+        raise ValueError(f"{path}: the teacher's vocabulary ({len(teacher_vocab)} classes) is not the data's "
+                         f"({len(vocab)} classes): distil on the corpus the teacher was trained on")
+    teacher.requires_grad_(False)
+    return teacher.eval().to(device)
+
+
+def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
+    """`run_training` hook of launch/student.py: pretrained backbone, target source, data modalities -> loss_fn."""
+    from cslr.models.student import load_pretrained_backbone
+
+    if cfg.model.pretrained:
+        n = load_pretrained_backbone(model, cfg.model.pretrained)
+        logger.info("loaded %d backbone tensors from %s", n, cfg.model.pretrained)
+    kd = cfg.kd
+    soft_dir = getattr(cfg.data, "soft_targets", "")
+    if kd.alpha == 0:
+        logger.info("--alpha 0: CTC only, no distillation")
+        return make_kd_loss(0.0, kd.temperature)
+    if soft_dir:
+        _check_soft_manifest(soft_dir, kd.temperature, len(vocab))
+        logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
+        return make_kd_loss(kd.alpha, kd.temperature)
+    if not kd.teacher_checkpoint:
+        raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
+    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
+    # Student and teacher read the same batch: the loader must provide what both need.
+    need = set(cfg.data.modalities) | set(teacher.cfg.modality.split("+"))
+    cfg.data.modalities = tuple(m for m in ("rgb", "pose") if m in need)
+    logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
+                kd.alpha, kd.temperature)
+    return make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast)
+
+
+def _check_soft_manifest(soft_dir: str, temperature: float, num_classes: int) -> None:
+    """The sidecar's temperature and vocabulary size must be this run's (targets are stored already softened)."""
+    try:
+        from cslr.datasets.soft_targets import load_soft_manifest
+    except ImportError:  # pragma: no cover - the loader side is not installed
+        return
+    man = load_soft_manifest(soft_dir)
+    if abs(float(man["temperature"]) - temperature) > 1e-6:
+        raise ValueError(f"{soft_dir}/manifest.json: soft targets were made at temperature {man['temperature']}, "
+                         f"this run uses --temperature {temperature}; regenerate them or match the flag")
+    if int(man["vocab_size"]) != num_classes:
+        raise ValueError(f"{soft_dir}/manifest.json: vocab_size {man['vocab_size']} differs from the data's "
+                         f"{num_classes} classes")
