@@ -99,6 +99,8 @@ class DataConfig:
     prefetch_factor: int = 2
     strict: bool = False            # raise on a bad sample instead of skip+count
     seed: int = 0
+    soft_targets: str = ""          # sidecar folder of teacher soft targets (launch/soft_targets.py): zipped into
+                                    # the "train" split's batches as soft_logp, soft_idx, soft_lengths
 
 
 class BadSample(Exception):
@@ -171,6 +173,7 @@ class _Item:
     params: augment.AugmentParams
     rgb: bytes | None
     pose: bytes | None
+    soft: dict | None = None        # the sidecar's raw members (soft targets on), decoded with the video
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,6 +198,8 @@ class _Spec:
     num_frames: int = 0             # frames of the split (manifest), for the nominal batch size
     epoch: int = 0
     start: int = 0                  # batches of the epoch already done (train)
+    soft_dir: Path | None = None    # soft-target sidecar folder zipped with the data shards (None: off)
+    soft_k: int = 0                 # labels per frame in the sidecars (for the placeholder row)
 
     @property
     def num_streams(self) -> int:
@@ -285,7 +290,12 @@ class _Stream:
         """Raw samples of one shard; a shard that is missing, broken or short is reported by name."""
         n = 0
         try:
-            for sample in iter_shard(self.spec.data_dir / name):
+            samples = iter_shard(self.spec.data_dir / name)
+            if self.spec.soft_dir is not None:
+                from .soft_targets import zip_sidecar  # (soft_targets imports this module)
+
+                samples = zip_sidecar(samples, self.spec.soft_dir / name)
+            for sample in samples:
                 n += 1
                 yield sample
         except (OSError, tarfile.TarError, ValueError, EOFError) as e:
@@ -335,6 +345,11 @@ class _Stream:
                 raise BadSample("frame_count_mismatch", f"{POSE} has {shape[0]} frames, meta.json says {num_frames}")
             if "rgb" not in cfg.modalities and not frame_size:
                 raise BadSample("corrupt_member", "meta.json has no frame_size (needed to crop the pose)")
+        soft = None
+        if spec.soft_dir is not None:
+            from .soft_targets import check_soft_members
+
+            soft = check_soft_members(sample)  # raises BadSample for a video the teacher skipped
         targets, unknown = spec.vocab.encode(gloss)
         rng = np.random.default_rng([cfg.seed, spec.epoch, self.slot, cycle, _key_hash(key)])
         params = augment.draw_params(rng, num_frames, train=spec.train, crop_scale=cfg.crop_scale,
@@ -346,7 +361,7 @@ class _Stream:
                 raise BadSample("ctc_too_long", f"{len(targets)} glosses need {ctc_min_length(targets)} CTC "
                                                 f"steps, the model gives {t_model} for {t_out} frames")
         return _Item(key, shard, gloss, str(meta.get("signer", "")), targets, unknown, num_frames,
-                     tuple(frame_size) if frame_size else None, params, sample.get(RGB), sample.get(POSE))
+                     tuple(frame_size) if frame_size else None, params, sample.get(RGB), sample.get(POSE), soft)
 
     # -- batches ----------------------------------------------------------------------------------
 
@@ -410,6 +425,10 @@ class _Stream:
         if it.pose is not None:
             pose = torch.from_numpy(decode_pose(it.pose).astype(np.float32))[idx]  # (T', K, 3)
             out["pose"] = augment.transform_pose(pose, height, width, box, p)
+        if it.soft is not None:  # the teacher's frames, not resampled: the KD loss maps frames
+            from .soft_targets import decode_soft
+
+            out["soft_logp"], out["soft_idx"] = decode_soft(it.soft)  # (T'', K) float32, (T'', K) int64
         return out
 
     def decode(self, items: list[_Item]) -> dict:
@@ -420,7 +439,7 @@ class _Stream:
                 kept.append(it)
             except Exception as e:  # a codec error on bytes that passed the cheap checks
                 self.report(it.key, it.shard, "decode_error", repr(e))
-        batch = collate(rows, kept, self.cfg, self.spec.pose_landmarks)
+        batch = collate(rows, kept, self.cfg, self.spec.pose_landmarks, self.spec.soft_k if self.spec.soft_dir else 0)
         for it in kept:
             self.unknown.extend(it.unknown)
         batch["_skipped"], self.reports = self.reports, []
@@ -428,12 +447,16 @@ class _Stream:
         return batch
 
 
-def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmarks: int) -> dict:
-    """Pad decoded videos into a batch (see `build_loader`); an empty list gives one invalid row."""
+def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmarks: int, soft_k: int = 0) -> dict:
+    """Pad decoded videos into a batch (see `build_loader`); an empty list gives one invalid row.
+
+    `soft_k` > 0: the rows carry soft targets with that many labels per frame (placeholder included).
+    """
     valid = bool(rows)
     if not valid:
         rows = [{"rgb": torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8),
-                 "pose": torch.zeros(1, pose_landmarks, 3)}]
+                 "pose": torch.zeros(1, pose_landmarks, 3),
+                 "soft_logp": torch.zeros(1, soft_k), "soft_idx": torch.zeros(1, soft_k, dtype=torch.int64)}]
     lengths = torch.tensor([next(iter(r.values())).shape[0] for r in rows], dtype=torch.int64)  # (B,)
     b, t = len(rows), int(lengths.max())
     batch = {}
@@ -453,7 +476,22 @@ def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmark
     batch["signers"] = [it.signer for it in items] or [""]
     batch["glosses"] = [it.gloss for it in items] or [""]
     batch["valid"] = torch.full((b,), valid)
+    if soft_k:
+        batch.update(pad_soft([r["soft_logp"] for r in rows], [r["soft_idx"] for r in rows]))
     return batch
+
+
+def pad_soft(logp: list[torch.Tensor], idx: list[torch.Tensor]) -> dict:
+    """Per-video (T_i, K) soft targets -> zero-padded "soft_logp" float32 (B, T, K), "soft_idx" int64 (B, T, K),
+    "soft_lengths" int64 (B,)."""
+    lengths = torch.tensor([x.shape[0] for x in logp], dtype=torch.int64)  # (B,)
+    b, t, k = len(logp), max(1, int(lengths.max())), logp[0].shape[1]
+    out = {"soft_logp": torch.zeros(b, t, k), "soft_idx": torch.zeros(b, t, k, dtype=torch.int64),
+           "soft_lengths": lengths}
+    for i, (lp, ix) in enumerate(zip(logp, idx)):
+        out["soft_logp"][i, :lp.shape[0]] = lp
+        out["soft_idx"][i, :ix.shape[0]] = ix
+    return out
 
 
 class _StreamDataset(IterableDataset):
@@ -611,11 +649,46 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
     layout = manifest.get("pose_layout")
     pose_landmarks = sum(n for _, n in layout) if layout else NUM_LANDMARKS
     b = _nominal_batch_size(cfg, num_samples, num_frames)
+    soft_dir, soft_k = None, 0
+    if cfg.soft_targets and split == "train":
+        from .soft_targets import check_sidecars  # (soft_targets imports this module)
+
+        soft_dir = Path(cfg.soft_targets)
+        soft_k = check_sidecars(soft_dir, manifest, split, len(vocab))
     spec = _Spec(cfg=cfg, data_dir=Path(cfg.data), split=split, shards=shards, vocab=vocab,
                  output_length=output_length, train=train, rank=rank, world_size=world_size,
                  num_batches=math.ceil(num_samples / (world_size * b)) if train else None,
-                 pose_landmarks=pose_landmarks, num_frames=num_frames)
+                 pose_landmarks=pose_landmarks, num_frames=num_frames, soft_dir=soft_dir, soft_k=soft_k)
     return StreamLoader(spec)
+
+
+class EvalDecoder:
+    """The loader's cheap checks and eval transform (centre crop, no augmentation) applied to raw samples that
+    the caller reads itself, e.g. teacher inference over shards in file order (`cslr.datasets.soft_targets`).
+
+        dec = EvalDecoder(cfg, vocab, manifest)
+        items = [dec.check(sample, shard) for sample in iter_shard(path)]   # raises BadSample
+        batch, failed = dec.decode(items)   # the batch of `build_loader`; failed: [(key, reason, detail)]
+    """
+
+    def __init__(self, cfg: DataConfig, vocab: Vocabulary, manifest: dict, split: str = ""):
+        layout = manifest.get("pose_layout")
+        cfg = dataclasses.replace(cfg, strict=False, soft_targets="")
+        spec = _Spec(cfg=cfg, data_dir=Path(cfg.data), split=split, shards=[], vocab=vocab, output_length=None,
+                     train=False, rank=0, world_size=1, num_batches=None,
+                     pose_landmarks=sum(n for _, n in layout) if layout else NUM_LANDMARKS)
+        self._stream = _Stream(spec, 0)
+
+    def check(self, sample: dict, shard: str) -> _Item:
+        """A raw sample (from `iter_shard`) checked without decoding. Raises BadSample."""
+        return self._stream.prepare(sample, shard, 0)
+
+    def decode(self, items: list[_Item]) -> tuple[dict, list[tuple[str, str, str]]]:
+        """Decode and pad checked samples; a video that fails to decode is left out and returned in `failed`."""
+        batch = self._stream.decode(items)
+        failed = [(key, reason, detail) for key, _, reason, detail in batch.pop("_skipped")]
+        batch.pop("_unknown")
+        return batch, failed
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def tar_bytes(members_list: Iterable[dict]) -> tuple[bytes, int, int]:
                     continue
                 _add_member(tar, f"{key}.{ext}", data)
             count += 1
-            frames += json.loads(members[META])["num_frames"]
+            if META in members:  # sidecar shards (soft targets) carry no meta.json
+                frames += json.loads(members[META])["num_frames"]
     return buf.getvalue(), count, frames
 
 

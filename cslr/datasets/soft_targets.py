@@ -1,0 +1,515 @@
+"""Teacher soft targets for knowledge distillation: distributed generation into sidecar shards, reading, checking.
+
+    accelerate launch launch/soft_targets.py --checkpoint runs/teacher/best_model.pth --data DIR --out DIR-soft
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 launch/soft_targets.py ...   # 2 ranks, CPU
+    python launch/soft_targets.py --data DIR --out DIR-soft --verify          # completeness + checksums, exit 1 if not
+    python launch/teacher.py ... --soft_targets DIR-soft                      # the loader zips them into train batches
+
+Sidecar folder (format "cslr-soft/1"): one tar shard per data shard of the split, with the same name, the same keys
+in the same order, and per key (plain `.npy`, never pickled):
+
+| member          | content                                                                                   |
+| --------------- | ----------------------------------------------------------------------------------------- |
+| `soft_logp.npy` | float16 (T', K): log_softmax(teacher log-probs / T) of the K most probable labels, best first |
+| `soft_idx.npy`  | int32 (T', K): their label ids (blank = 0); `--topk 0` = dense: K = V, ids = arange(V)     |
+| `soft.json`     | {"frames": T', "hyp": greedy hypothesis (glosses), "temperature": T, "topk": K as asked}    |
+
+T' is the teacher's output frame count of the un-augmented video (eval transform). A video the teacher cannot
+handle (a sample that fails the loader's checks, a decode error, non-finite outputs) is NOT dropped: its key
+gets an explicit record, `soft.json` {"frames": 0, "skipped": "<reason>: <detail>", ...} with (0, K) arrays, and
+is listed under "skipped" in the manifest; the train loader skips and counts such a video (reason
+"no_soft_target"). So the keys of a sidecar always mirror its data shard.
+
+`manifest.json` (written by rank 0 when every shard is complete): format, teacher_checkpoint, teacher_sha256,
+temperature, topk, vocab_size (blank included), split, image_size, data, num_samples, skipped, and shards
+{name: {count, sha256, keys_sha256, data_sha256, frames}}. `records/<shard>.json` marks a finished sidecar shard
+(written after the shard's atomic rename): a rerun skips shards whose record, checksum, settings and data
+checksum match, and rewrites the others (left-over temporary files are removed). Settings (teacher weights,
+T, K, split, image size) that differ from those of a non-empty folder are refused unless `--overwrite`.
+
+Shard i goes to rank i % world_size: disjoint, every shard exactly once for any world size; a rank reads its
+shards in file order and batches consecutive videos of one shard, so the output does not depend on the
+world size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, sha256_file, write_shard
+
+log = logging.getLogger("cslr.soft_targets")
+
+FORMAT = "cslr-soft/1"
+SOFT_LOGP, SOFT_IDX, SOFT_JSON = "soft_logp.npy", "soft_idx.npy", "soft.json"
+SOFT_MEMBERS = (SOFT_LOGP, SOFT_IDX, SOFT_JSON)
+RECORDS = "records"  # per-shard completion records
+SETTINGS = ("teacher_sha256", "temperature", "topk", "vocab_size", "split", "image_size")
+
+
+class SoftTargetError(RuntimeError):
+    """Soft targets that are missing, incomplete or do not match the data (never skipped silently)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading (the loader side)
+
+
+def load_soft_manifest(soft_dir: str | os.PathLike) -> dict:
+    """Read a sidecar folder's `manifest.json`, with a clear error naming the problem."""
+    soft_dir = Path(soft_dir)
+    path = soft_dir / MANIFEST
+    if not soft_dir.is_dir():
+        raise SoftTargetError(f"soft-target folder {soft_dir} does not exist (generate it with launch/soft_targets.py)")
+    if not path.is_file():
+        raise SoftTargetError(f"{path}: no manifest.json; generation of {soft_dir} is incomplete "
+                              f"(rerun launch/soft_targets.py to finish it, --verify to see what is missing)")
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as e:
+        raise SoftTargetError(f"{path}: not valid JSON ({e})") from e
+    if manifest.get("format") != FORMAT:
+        raise SoftTargetError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r} (not a soft-target folder)")
+    missing = [k for k in ("shards", "split", "vocab_size", "topk", "temperature") if k not in manifest]
+    if missing:
+        raise SoftTargetError(f"{path}: lacks {missing}")
+    return manifest
+
+
+def check_sidecars(soft_dir: str | os.PathLike, data_manifest: dict, split: str, vocab_size: int) -> int:
+    """Check a sidecar folder against the data manifest before training; return K (labels per frame)."""
+    sm = load_soft_manifest(soft_dir)
+    where = Path(soft_dir) / MANIFEST
+    if sm["split"] != split:
+        raise SoftTargetError(f"{where}: soft targets of split {sm['split']!r}, the loader reads {split!r}")
+    if sm["vocab_size"] != vocab_size:
+        raise SoftTargetError(f"{where}: teacher vocabulary of {sm['vocab_size']} classes, the data has {vocab_size}")
+    for entry in data_manifest["splits"][split]["shards"]:
+        side = sm["shards"].get(entry["name"])
+        if side is None:
+            raise SoftTargetError(f"{where}: no sidecar for data shard {entry['name']}")
+        if side["data_sha256"] != entry["sha256"] or side["count"] != entry["count"]:
+            raise SoftTargetError(f"{where}: sidecar {entry['name']} was generated from other data (data shard "
+                                  f"checksum or count differs); regenerate the soft targets")
+    return int(sm["topk"]) or int(sm["vocab_size"])
+
+
+def zip_sidecar(samples: Iterable[dict], sidecar: Path) -> Iterator[dict]:
+    """Raw data samples of one shard + the soft-target members of its sidecar, checking keys pairwise."""
+    from .pipeline import iter_shard
+
+    name = sidecar.name
+    if not sidecar.is_file():
+        raise SoftTargetError(f"data shard {name}: no sidecar shard {sidecar} (soft targets incomplete?)")
+    soft_iter = iter_shard(sidecar)
+
+    def next_soft(after: str):
+        try:
+            return next(soft_iter, None)
+        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            raise SoftTargetError(f"sidecar {sidecar}: unreadable after key {after!r} ({e})") from e
+
+    key = "(start)"
+    for sample in samples:
+        soft = next_soft(key)
+        key = sample["__key__"]
+        if soft is None:
+            raise SoftTargetError(f"shard {name}: key {key!r} has no soft targets (sidecar {sidecar} ends before it)")
+        if soft["__key__"] != key:
+            raise SoftTargetError(f"shard {name}: key mismatch: data key {key!r}, sidecar key {soft['__key__']!r} "
+                                  f"({sidecar} does not mirror the data shard)")
+        yield {**sample, **{m: soft[m] for m in SOFT_MEMBERS if m in soft}}
+    extra = next_soft(key)
+    if extra is not None:
+        raise SoftTargetError(f"shard {name}: sidecar {sidecar} has key {extra['__key__']!r} after the data's last "
+                              f"key {key!r}")
+
+
+def check_soft_members(sample: dict) -> dict:
+    """The raw soft-target members of a zipped sample. Raises BadSample for a video the teacher skipped."""
+    from .pipeline import BadSample
+
+    missing = [m for m in SOFT_MEMBERS if m not in sample]
+    if missing:
+        raise SoftTargetError(f"sample {sample['__key__']!r} ({sample.get('__url__', '?')}): sidecar lacks {missing}")
+    info = json.loads(sample[SOFT_JSON])
+    if "skipped" in info:
+        raise BadSample("no_soft_target", f"the teacher skipped it: {info['skipped']}")
+    return {m: sample[m] for m in SOFT_MEMBERS}
+
+
+def _load_npy(data: bytes, what: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError/EOFError/OSError on bad bytes
+        raise SoftTargetError(f"{what}: unreadable ({e})") from e
+
+
+def decode_soft(members: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-target members -> (T', K) float32 log-probabilities and (T', K) int64 label ids."""
+    logp, idx = _load_npy(members[SOFT_LOGP], SOFT_LOGP), _load_npy(members[SOFT_IDX], SOFT_IDX)
+    frames = json.loads(members[SOFT_JSON])["frames"]
+    if logp.dtype != np.float16 or idx.dtype != np.int32 or logp.ndim != 2 or logp.shape != idx.shape \
+            or logp.shape[0] != frames:
+        raise SoftTargetError(f"soft targets {logp.dtype}{logp.shape} / {idx.dtype}{idx.shape}, expected float16 and "
+                              f"int32 of the same shape ({frames}, K)")
+    return torch.from_numpy(logp.astype(np.float32)), torch.from_numpy(idx.astype(np.int64))
+
+
+def read_sidecar(path: str | os.PathLike) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
+    """All records of one sidecar shard in order: (key, logp float16 (T', K), idx int32 (T', K), soft.json)."""
+    from .pipeline import iter_shard
+
+    return [(s["__key__"], _load_npy(s[SOFT_LOGP], SOFT_LOGP), _load_npy(s[SOFT_IDX], SOFT_IDX),
+             json.loads(s[SOFT_JSON])) for s in iter_shard(Path(path))]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Computing and encoding
+
+
+def select_soft(log_probs: torch.Tensor, temperature: float, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., V) log-probs -> log_softmax(log_probs / T) restricted to the top-K labels, best first (K = 0: all V).
+
+    Returns float16 values (clamped to the float16 range) and int32 label ids, both (..., K).
+    """
+    lp = torch.log_softmax(log_probs.float() / temperature, dim=-1)  # fp32, shift-invariant: = from logits
+    if topk:
+        lp, idx = lp.topk(topk, dim=-1, largest=True, sorted=True)
+    else:
+        idx = torch.arange(lp.shape[-1], device=lp.device).expand(lp.shape)
+    return lp.clamp_min(torch.finfo(torch.float16).min).half(), idx.int()
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def sample_members(key: str, logp: np.ndarray, idx: np.ndarray, info: dict) -> dict:
+    """One sidecar record (member dict for the writer)."""
+    return {"__key__": key, SOFT_LOGP: _npy(np.ascontiguousarray(logp, dtype=np.float16)),
+            SOFT_IDX: _npy(np.ascontiguousarray(idx, dtype=np.int32)),
+            SOFT_JSON: json.dumps(info, sort_keys=True).encode("utf-8")}
+
+
+def skipped_members(key: str, reason: str, k: int, temperature: float, topk: int) -> dict:
+    """The explicit record of a video without soft targets (keeps the keys mirrored)."""
+    info = {"frames": 0, "hyp": "", "temperature": temperature, "topk": topk, "skipped": reason}
+    return sample_members(key, np.zeros((0, k), np.float16), np.zeros((0, k), np.int32), info)
+
+
+def keys_sha256(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generation
+
+
+@dataclass
+class SoftConfig:
+    checkpoint: str               # the teacher's best_model.pth
+    out: str                      # sidecar folder
+    data: str = ""                # prepared data folder (default: the one the teacher was trained on)
+    split: str = "train"
+    topk: int = 10                # labels kept per frame; 0 = dense (all V)
+    temperature: float = 1.0
+    batch_size: int = 8           # consecutive videos of one shard per teacher forward
+    image_size: int = 0           # 0: the teacher's training image size
+    overwrite: bool = False       # replace soft targets made with other settings
+    max_shards: int = 0           # stop after this many shards per rank (0: all; to test resuming)
+
+
+def assign_shards(names: list[str], rank: int, world_size: int) -> list[str]:
+    """Shard i -> rank i % world_size: disjoint, covering, deterministic for any world size."""
+    return names[rank::world_size]
+
+
+def _record_path(out: Path, name: str) -> Path:
+    return out / RECORDS / f"{name}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def shard_complete(out: Path, entry: dict, settings: dict) -> bool:
+    """A sidecar shard is complete when its record matches the settings, the data shard and the file on disk."""
+    rec = _read_json(_record_path(out, entry["name"]))
+    path = out / entry["name"]
+    return (rec is not None and rec.get("settings") == settings and rec.get("data_sha256") == entry["sha256"]
+            and path.is_file() and sha256_file(path) == rec.get("sha256"))
+
+
+def _check_out_folder(out: Path, data_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse to mix soft targets of other settings into `out` (unless overwriting), or to write into the data."""
+    if out.resolve() == data_dir.resolve():
+        raise SoftTargetError(f"--out {out} is the data folder: sidecars have the data shards' names")
+    manifest = _read_json(out / MANIFEST)
+    if (out / MANIFEST).is_file() and (manifest is None or manifest.get("format") != FORMAT):
+        raise SoftTargetError(f"{out / MANIFEST}: not a soft-target manifest; choose another --out")
+    if overwrite:
+        return
+    found = ([manifest] if manifest else []) + [_read_json(p) or {} for p in sorted((out / RECORDS).glob("*.json"))]
+    for rec in found:
+        theirs = rec.get("settings") or {k: rec.get(k) for k in SETTINGS}
+        if theirs != settings:
+            diff = {k: (theirs.get(k), settings[k]) for k in SETTINGS if theirs.get(k) != settings[k]}
+            raise SoftTargetError(f"{out} holds soft targets made with other settings ({{name: (there, now)}}: "
+                                  f"{diff}); use another --out, or --overwrite to replace them")
+
+
+def _clear(out: Path) -> None:
+    """--overwrite: remove what a generation wrote (sidecar shards, temporaries, records, manifest)."""
+    for p in [*out.glob("*.tar"), *out.glob(".*.tmp-*"), *(out / RECORDS).glob("*"), out / MANIFEST]:
+        if p.is_file():
+            p.unlink()
+
+
+class _ShardWriter:
+    """Teacher inference over one data shard in file order -> its sidecar shard and completion record."""
+
+    def __init__(self, cfg: SoftConfig, settings: dict, model, vocab, decoder, accelerator):
+        self.cfg, self.settings, self.model, self.vocab = cfg, settings, model, vocab
+        self.decoder, self.acc = decoder, accelerator
+        self.k = cfg.topk or settings["vocab_size"]
+
+    def skipped(self, key: str, reason: str) -> dict:
+        return skipped_members(key, reason, self.k, self.cfg.temperature, self.cfg.topk)
+
+    @torch.no_grad()
+    def run_batch(self, items: list, records: dict) -> None:
+        """Teacher forward on consecutive checked samples; their records go into `records` by key."""
+        from cslr.trainer.decode import greedy_decode
+
+        batch, failed = self.decoder.decode(items)
+        for key, reason, detail in failed:
+            records[key] = self.skipped(key, f"{reason}: {detail}")
+        if not bool(batch["valid"].any()):
+            return
+        dev = self.acc.device
+        inputs = {m: batch[m].to(dev, non_blocking=True) for m in ("rgb", "pose") if m in batch}
+        with self.acc.autocast():
+            out = self.model(**inputs, lengths=batch["lengths"].to(dev))
+        lp, lens = out["log_probs"].float(), out["lengths"]  # (B, T', V), (B,)
+        logp, idx = select_soft(lp, self.cfg.temperature, self.cfg.topk)  # (B, T', K) each
+        finite = torch.isfinite(lp).flatten(1).all(1).cpu()  # padded frames are finite too (masked features)
+        hyps = greedy_decode(lp.cpu(), lens.cpu())
+        logp, idx, lens = logp.cpu().numpy(), idx.cpu().numpy(), lens.cpu().tolist()
+        for i, key in enumerate(batch["keys"]):
+            if not finite[i]:
+                records[key] = self.skipped(key, "non_finite: the teacher's log-probabilities are not finite")
+                continue
+            info = {"frames": int(lens[i]), "hyp": " ".join(self.vocab.decode(hyps[i])),
+                    "temperature": self.cfg.temperature, "topk": self.cfg.topk}
+            records[key] = sample_members(key, logp[i, :lens[i]], idx[i, :lens[i]], info)
+
+    def write(self, data_dir: Path, out: Path, entry: dict, bar) -> dict:
+        """Generate, write atomically, then record the sidecar shard of one data shard entry."""
+        from .pipeline import BadSample, iter_shard
+
+        name = entry["name"]
+        for stale in out.glob(f".{name}.tmp-*"):  # left by a process killed while writing this shard
+            stale.unlink()
+        records, order, pending = {}, [], []
+        try:
+            for sample in iter_shard(data_dir / name):
+                key = sample["__key__"]
+                order.append(key)
+                try:
+                    pending.append(self.decoder.check(sample, name))
+                except BadSample as e:
+                    records[key] = self.skipped(key, f"{e.reason}: {e.detail}")
+                    bar.update(1)
+                if len(pending) == self.cfg.batch_size:
+                    self.run_batch(pending, records)
+                    bar.update(len(pending))
+                    pending = []
+        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            raise SoftTargetError(f"{data_dir / name}: unreadable after {len(order)} samples ({e})") from e
+        if pending:
+            self.run_batch(pending, records)
+            bar.update(len(pending))
+        if order != entry["keys"]:
+            raise SoftTargetError(f"{data_dir / name}: keys differ from {data_dir / MANIFEST} "
+                                  f"({len(order)} read, {len(entry['keys'])} listed); the data changed after preparing")
+        written = write_shard(out / name, [records[k] for k in order])
+        skipped = [{"id": k, "reason": json.loads(records[k][SOFT_JSON])["skipped"]}
+                   for k in order if "skipped" in json.loads(records[k][SOFT_JSON])]
+        frames = sum(json.loads(records[k][SOFT_JSON])["frames"] for k in order)
+        record = {"name": name, "count": written["count"], "sha256": written["sha256"], "frames": frames,
+                  "keys_sha256": keys_sha256(order), "data_sha256": entry["sha256"], "skipped": skipped,
+                  "settings": self.settings}
+        atomic_write_json(_record_path(out, name), record)
+        return record
+
+
+def _data_config(ck: dict, cfg: SoftConfig, data_dir: Path):
+    """The teacher's data settings (eval transform), on this data, with this image size."""
+    from .pipeline import DataConfig
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ck["config"].get("data", {}).items() if k in known}
+    dc = DataConfig(**saved)
+    return dataclasses.replace(dc, data=str(data_dir), batch_size=cfg.batch_size, num_workers=0, soft_targets="",
+                               modalities=tuple(ck["model_kwargs"]["modality"].split("+")),
+                               image_size=cfg.image_size or dc.image_size, strict=False)
+
+
+def generate(cfg: SoftConfig, accelerator) -> dict | None:
+    """Every rank: generate its shards' sidecars (skipping complete ones); rank 0 then writes manifest.json.
+
+    Returns the manifest when every shard is complete (on every rank), else None (`max_shards` stopped early).
+    """
+    from tqdm.auto import tqdm
+
+    from cslr.trainer.run import model_from_checkpoint
+
+    from .pipeline import EvalDecoder
+    from .vocab import Vocabulary
+
+    acc = accelerator
+    model, vocab, ck = model_from_checkpoint(cfg.checkpoint)
+    data_dir = Path(cfg.data or ck["config"].get("data", {}).get("data", ""))
+    manifest = load_manifest(data_dir)
+    if cfg.split not in manifest["splits"]:
+        raise SoftTargetError(f"{data_dir / MANIFEST}: no split {cfg.split!r} (has {sorted(manifest['splits'])})")
+    if Vocabulary.load(data_dir / VOCAB).glosses != vocab.glosses:
+        raise SoftTargetError(f"{cfg.checkpoint}: the teacher's vocabulary differs from {data_dir / VOCAB}")
+    if cfg.topk < 0 or cfg.topk > len(vocab) or not cfg.temperature > 0:
+        raise SoftTargetError(f"--topk must be in [0, {len(vocab)}] (0 = dense) and --temperature > 0, "
+                              f"got {cfg.topk} and {cfg.temperature}")
+    data_cfg = _data_config(ck, cfg, data_dir)
+    settings = {"teacher_sha256": sha256_file(cfg.checkpoint), "temperature": float(cfg.temperature),
+                "topk": int(cfg.topk), "vocab_size": len(vocab), "split": cfg.split, "image_size": data_cfg.image_size}
+    out = Path(cfg.out)
+    entries = manifest["splits"][cfg.split]["shards"]
+
+    # Every rank checks (read-only, same answer everywhere, so a refusal stops all ranks); rank 0 clears.
+    _check_out_folder(out, data_dir, settings, cfg.overwrite)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (out / RECORDS).mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:
+            _clear(out)
+    acc.wait_for_everyone()
+    todo = [e for e in entries if not shard_complete(out, e, settings)]  # before any rank writes
+    acc.wait_for_everyone()
+    if acc.is_main_process and todo and (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()  # stale until every shard is complete again
+    mine = [e for e in todo if e["name"] in set(assign_shards([x["name"] for x in entries], acc.process_index,
+                                                                   acc.num_processes))]
+    if cfg.max_shards:
+        mine = mine[:cfg.max_shards]
+    if acc.is_main_process:
+        log.info("%d of %d %s shards complete; generating %d on %d ranks (T %g, top-K %s, image size %d)",
+                 len(entries) - len(todo), len(entries), cfg.split, len(todo), acc.num_processes, cfg.temperature,
+                 cfg.topk or "dense", data_cfg.image_size)
+
+    model.to(acc.device).requires_grad_(False)
+    writer = _ShardWriter(cfg, settings, model, vocab, EvalDecoder(data_cfg, vocab, manifest, cfg.split), acc)
+    bar = tqdm(total=sum(e["count"] for e in mine), unit="video", desc=f"soft targets (rank 0 of {acc.num_processes})",
+               disable=not acc.is_main_process, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for e in mine:
+        writer.write(data_dir, out, e, bar)
+    bar.close()
+    acc.wait_for_everyone()
+    wall = time.perf_counter() - t0
+    complete = all(shard_complete(out, e, settings) for e in entries)
+    result = None
+    if complete:
+        result = _soft_manifest(out, entries, settings, str(cfg.checkpoint), str(data_dir))
+        if acc.is_main_process:
+            atomic_write_json(out / MANIFEST, result)
+    if acc.is_main_process:
+        n = sum(e["count"] for e in todo)
+        log.info("%d videos in %.1f s: %.1f videos/s over %d ranks; %s", n, wall, n / max(wall, 1e-9),
+                 acc.num_processes, f"complete -> {out / MANIFEST}" if complete else
+                 "incomplete (rerun to finish)")
+    acc.wait_for_everyone()
+    return result
+
+
+def _soft_manifest(out: Path, entries: list[dict], settings: dict, checkpoint: str, data: str) -> dict:
+    """manifest.json from the per-shard records (the data manifest's shard order)."""
+    records = [_read_json(_record_path(out, e["name"])) for e in entries]
+    skipped = [{**s, "shard": r["name"]} for r in records for s in r["skipped"]]
+    return {
+        "format": FORMAT, "teacher_checkpoint": checkpoint, **settings, "data": data,
+        "num_samples": sum(r["count"] for r in records), "skipped": skipped,
+        "shards": {r["name"]: {k: r[k] for k in ("count", "sha256", "keys_sha256", "data_sha256", "frames")}
+                   for r in records},
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verification
+
+
+def verify(data_dir: str | os.PathLike, soft_dir: str | os.PathLike, split: str = "") -> list[str]:
+    """Problems of a sidecar folder against the data (empty list: complete and consistent). No teacher run.
+
+    Checks: manifest.json present; every data shard of the split has a sidecar with a record (manifest entry or,
+    while incomplete, completion record) whose checksum equals the file's, whose data checksum equals the data
+    manifest's, and whose keys equal the data shard's keys in order; no sidecar without a data shard.
+    """
+    from .pipeline import iter_shard
+
+    data_dir, soft_dir = Path(data_dir), Path(soft_dir)
+    manifest = load_manifest(data_dir)
+    problems = []
+    try:
+        sm = load_soft_manifest(soft_dir)
+        split = split or sm["split"]
+        entries = sm["shards"]
+    except SoftTargetError as e:
+        problems.append(str(e))
+        split = split or "train"
+        entries = {p.name[:-5]: _read_json(p) or {} for p in sorted((soft_dir / RECORDS).glob("*.json"))}
+    if split not in manifest["splits"]:
+        return problems + [f"{data_dir / MANIFEST}: no split {split!r}"]
+    data_entries = manifest["splits"][split]["shards"]
+    for d in data_entries:
+        name, path = d["name"], soft_dir / d["name"]
+        rec = entries.get(name)
+        if not path.is_file():
+            problems.append(f"{name}: missing sidecar shard {path}")
+        elif rec is None:
+            problems.append(f"{name}: no record (shard not finished)")
+        elif sha256_file(path) != rec.get("sha256"):
+            problems.append(f"{name}: checksum mismatch (file {path} differs from its record: corrupted or partial)")
+        elif rec.get("data_sha256") != d["sha256"]:
+            problems.append(f"{name}: generated from other data (data checksum differs from {data_dir / MANIFEST})")
+        else:
+            try:
+                keys = [s["__key__"] for s in iter_shard(path)]
+            except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+                problems.append(f"{name}: unreadable sidecar ({e})")
+                continue
+            if keys != d["keys"]:
+                first = next((i for i, (a, b) in enumerate(zip(keys, d["keys"])) if a != b), min(len(keys), len(d["keys"])))
+                problems.append(f"{name}: keys differ from the data shard at position {first} "
+                                f"({len(keys)} sidecar keys, {len(d['keys'])} data keys)")
+    names = {d["name"] for d in data_entries}
+    problems += [f"{p.name}: sidecar without a data shard in split {split!r}"
+                 for p in sorted(soft_dir.glob("*.tar")) if p.name not in names]
+    return problems

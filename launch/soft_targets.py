@@ -1,0 +1,77 @@
+"""Teacher soft targets for distillation, as sidecar shards beside the data (format: cslr/datasets/soft_targets.py).
+
+    accelerate launch launch/soft_targets.py --checkpoint runs/teacher/best_model.pth --data DIR --out DIR-soft
+    accelerate launch --num_processes 8 --mixed_precision bf16 launch/soft_targets.py --checkpoint ... --out ...
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 launch/soft_targets.py ...   # CPU, 2 ranks
+    python launch/soft_targets.py --data DIR --out DIR-soft --verify     # exit 1 and a list if anything is missing
+
+Rerunning the same command resumes: complete sidecar shards are kept, the others are rewritten.
+"""
+
+import argparse
+import datetime
+import logging
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="", help="the teacher's best_model.pth (not needed with --verify)")
+    p.add_argument("--data", default="", help="prepared data folder (default: the one the teacher was trained on)")
+    p.add_argument("--out", required=True, help="sidecar folder to write (or to check with --verify)")
+    p.add_argument("--split", default="train", choices=["train", "dev", "test"])
+    p.add_argument("--topk", type=int, default=10, help="labels kept per frame; 0 = dense (all classes)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--batch_size", type=int, default=8, help="consecutive videos per teacher forward")
+    p.add_argument("--image_size", type=int, default=0, help="crop size (default: the teacher's)")
+    p.add_argument("--overwrite", action="store_true", help="replace soft targets made with other settings")
+    p.add_argument("--max_shards", type=int, default=0, help="stop after this many shards per rank (testing)")
+    p.add_argument("--verify", action="store_true", help="check completeness and checksums; run no teacher")
+    args = p.parse_args(argv)
+
+    from cslr.datasets.soft_targets import SoftConfig, SoftTargetError, generate, verify
+
+    if args.verify:
+        if not args.data:
+            p.error("--verify needs --data")
+        try:
+            problems = verify(args.data, args.out, args.split)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for line in problems:
+            print(f"NOT OK {line}")
+        print(f"{args.out}: {'OK, complete' if not problems else f'{len(problems)} problem(s)'}")
+        return 1 if problems else 0
+    if not args.checkpoint:
+        p.error("--checkpoint is required (except with --verify)")
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # gloo on CPU-only machines; a long timeout because ranks wait for each other's shards at the end.
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(hours=4)))
+    acc = Accelerator(kwargs_handlers=handlers)
+    if not acc.is_main_process:
+        logging.getLogger().setLevel(logging.WARNING)
+    cfg = SoftConfig(checkpoint=args.checkpoint, out=args.out, data=args.data, split=args.split, topk=args.topk,
+                     temperature=args.temperature, batch_size=args.batch_size, image_size=args.image_size,
+                     overwrite=args.overwrite, max_shards=args.max_shards)
+    try:
+        generate(cfg, acc)
+    except (SoftTargetError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    acc.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
