@@ -41,6 +41,11 @@ ranks and streams; ranks may get different batch counts, and `len()` is an estim
 (exact without bad samples and without max_frames_per_batch). The CTC length check is not applied in
 eval so that WER covers the whole split.
 
+Soft targets (`DataConfig.soft_targets`, train split only): each data shard is read in step with the sidecar
+shard of the same name (`cslr.datasets.soft_targets`); a missing sidecar or a key that differs raises
+SoftTargetError naming the shard and key. The teacher's frames are not resampled with the video (the KD loss
+maps student frames to teacher frames); a video whose sidecar record says the teacher skipped it is skipped here.
+
 Bad samples are skipped and counted (`loader.skip_counts`, `loader.skipped`), each logged once per
 epoch on the "cslr.data" logger with its key, shard and reason; `strict=True` raises instead.
 A video that fails to decode despite passing the cheap checks is dropped from its batch; a batch left
@@ -630,6 +635,8 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
     Batches: "rgb" uint8 (B, T, 3, S, S) and/or "pose" float32 (B, T, K, 3) (NaN = landmark not detected,
     0 in padding), "lengths" int64 (B,), "mask" bool (B, T), "targets" int64 (B, L) zero padded,
     "target_lengths" int64 (B,), "keys", "signers", "glosses" (raw strings) lists of B, "valid" bool (B,).
+    With `cfg.soft_targets` and split "train", also "soft_logp" float32 (B, T'', K) and "soft_idx" int64
+    (B, T'', K) zero padded, "soft_lengths" int64 (B,): the teacher's frames of each video.
     """
     manifest = load_manifest(cfg.data)
     if split not in manifest["splits"]:

@@ -426,7 +426,7 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
 
     model.to(acc.device).requires_grad_(False)
     writer = _ShardWriter(cfg, settings, model, vocab, EvalDecoder(data_cfg, vocab, manifest, cfg.split), acc)
-    bar = tqdm(total=sum(e["count"] for e in mine), unit="video", desc=f"soft targets (rank 0 of {acc.num_processes})",
+    bar = tqdm(total=sum(e["count"] for e in mine), unit="videos", desc=f"soft targets (rank 0 of {acc.num_processes})",
                disable=not acc.is_main_process, dynamic_ncols=True)
     t0 = time.perf_counter()
     for e in mine:
