@@ -40,7 +40,9 @@ import io
 import json
 import logging
 import os
+import queue
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,14 +297,41 @@ class _ShardWriter:
     def skipped(self, key: str, reason: str) -> dict:
         return skipped_members(key, reason, self.k, self.cfg.temperature, self.cfg.topk)
 
+    def batches(self, path: Path, order: list, records: dict) -> Iterator[tuple[dict, int]]:
+        """Decoded batches of consecutive videos of one data shard in file order, with the number of videos each
+        accounts for; the keys read go to `order`, videos that fail a check or the decode to `records`."""
+        from .pipeline import BadSample, iter_shard
+
+        pending, checked_out = [], 0
+
+        def flush():
+            batch, failed = self.decoder.decode(pending)
+            for key, reason, detail in failed:
+                records[key] = self.skipped(key, f"{reason}: {detail}")
+            return batch, len(pending) + checked_out
+
+        try:
+            for sample in iter_shard(path):
+                key = sample["__key__"]
+                order.append(key)
+                try:
+                    pending.append(self.decoder.check(sample, path.name))
+                except BadSample as e:
+                    records[key] = self.skipped(key, f"{e.reason}: {e.detail}")
+                    checked_out += 1
+                if len(pending) == self.cfg.batch_size:
+                    yield flush()
+                    pending, checked_out = [], 0
+        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            raise SoftTargetError(f"{path}: unreadable after {len(order)} samples ({e})") from e
+        if pending or checked_out:
+            yield flush() if pending else ({"valid": torch.zeros(1, dtype=torch.bool)}, checked_out)
+
     @torch.no_grad()
-    def run_batch(self, items: list, records: dict) -> None:
-        """Teacher forward on consecutive checked samples; their records go into `records` by key."""
+    def run_batch(self, batch: dict, records: dict) -> None:
+        """Teacher forward on a decoded batch; its videos' records go into `records` by key."""
         from cslr.trainer.decode import greedy_decode
 
-        batch, failed = self.decoder.decode(items)
-        for key, reason, detail in failed:
-            records[key] = self.skipped(key, f"{reason}: {detail}")
         if not bool(batch["valid"].any()):
             return
         dev = self.acc.device
@@ -324,30 +353,14 @@ class _ShardWriter:
 
     def write(self, data_dir: Path, out: Path, entry: dict, bar) -> dict:
         """Generate, write atomically, then record the sidecar shard of one data shard entry."""
-        from .pipeline import BadSample, iter_shard
-
         name = entry["name"]
         for stale in out.glob(f".{name}.tmp-*"):  # left by a process killed while writing this shard
             stale.unlink()
-        records, order, pending = {}, [], []
-        try:
-            for sample in iter_shard(data_dir / name):
-                key = sample["__key__"]
-                order.append(key)
-                try:
-                    pending.append(self.decoder.check(sample, name))
-                except BadSample as e:
-                    records[key] = self.skipped(key, f"{e.reason}: {e.detail}")
-                    bar.update(1)
-                if len(pending) == self.cfg.batch_size:
-                    self.run_batch(pending, records)
-                    bar.update(len(pending))
-                    pending = []
-        except (OSError, tarfile.TarError, ValueError, EOFError) as e:
-            raise SoftTargetError(f"{data_dir / name}: unreadable after {len(order)} samples ({e})") from e
-        if pending:
-            self.run_batch(pending, records)
-            bar.update(len(pending))
+        records, order = {}, []
+        # JPEG decoding (torch ops, GIL released) of the next batches overlaps the teacher's forward.
+        for batch, n in prefetch(self.batches(data_dir / name, order, records), depth=2):
+            self.run_batch(batch, records)
+            bar.update(n)
         if order != entry["keys"]:
             raise SoftTargetError(f"{data_dir / name}: keys differ from {data_dir / MANIFEST} "
                                   f"({len(order)} read, {len(entry['keys'])} listed); the data changed after preparing")
@@ -360,6 +373,31 @@ class _ShardWriter:
                   "settings": self.settings}
         atomic_write_json(_record_path(out, name), record)
         return record
+
+
+def prefetch(iterator: Iterator, depth: int) -> Iterator:
+    """The items of `iterator`, produced in a background thread up to `depth` ahead; its errors are re-raised."""
+    q: queue.Queue = queue.Queue(depth)
+    end = object()
+
+    def work():
+        try:
+            for item in iterator:
+                q.put((item, None))
+            q.put((end, None))
+        except BaseException as e:  # re-raised in the consumer
+            q.put((end, e))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    while True:
+        item, error = q.get()
+        if item is end:
+            thread.join()
+            if error is not None:
+                raise error
+            return
+        yield item
 
 
 def _data_config(ck: dict, cfg: SoftConfig, data_dir: Path):
