@@ -12,7 +12,7 @@ Every builder is `fn(num_classes, **overrides) -> nn.Module`, registered in MODE
 | preset          | use                                  | MobileNetV3 (width) | temporal conv | BiLSTM  |
 | --------------- | ------------------------------------ | ------------------- | ------------- | ------- |
 | `student_tiny`  | tests: milliseconds at 32x32         | small (0.25)        | 32            | 2 x 16  |
-| `student_small` | CPU default; ImageNet weights fit    | small (1.0)         | 256           | 2 x 128 |
+| `student_small` | CPU default; ImageNet weights fit    | small (1.0)         | 128           | 2 x 64  |
 | `student_base`  | PHOENIX on GPUs at 224x224           | large (1.0)         | 512           | 2 x 256 |
 
 List them: `/work/venv/bin/python -c "from cslr.models.registry import list_models; print(list_models())"`
@@ -80,8 +80,8 @@ def student_tiny(num_classes: int, **overrides) -> Student:
 
 @register
 def student_small(num_classes: int, **overrides) -> Student:
-    """The CPU default: MobileNetV3-small (ImageNet weights fit), temporal conv 256, BiLSTM 2 x 128."""
-    return _student(dict(backbone="mobilenet_v3_small", width_mult=1.0, temporal_hidden=256, lstm_hidden=128),
+    """The CPU default: MobileNetV3-small (ImageNet weights fit), temporal conv 128, BiLSTM 2 x 64."""
+    return _student(dict(backbone="mobilenet_v3_small", width_mult=1.0, temporal_hidden=128, lstm_hidden=64),
                     num_classes, overrides)
 
 

@@ -35,7 +35,7 @@ MODALITIES = ("rgb", "rgb+pose")
 
 @dataclass
 class StudentConfig:
-    """Student architecture. Defaults: `student_small`.
+    """Student architecture (the registry presets set the sizes).
 
     Attributes:
         num_classes: CTC classes including the blank (= len(Vocabulary)).
