@@ -10,7 +10,6 @@ loopback, gloo) train one model together, step for step like one 2-process launc
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -75,6 +74,20 @@ def resumed_from(out: Path) -> list[int]:
     """Global steps the run resumed from, in order (training.log is appended to by every launch)."""
     return [int(s) for s in re.findall(r"resumed from \S+ \(epoch \d+, batch \d+, step (\d+)\)",
                                        (out / "training.log").read_text())]
+
+
+def listening(port: int) -> bool:
+    """Some socket of this host listens on TCP `port` (read from /proc, so the listener sees no connection)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return True
+    return False
 
 
 def tmp_checkpoints(out: Path) -> list[Path]:
@@ -156,17 +169,30 @@ def test_two_machines_over_loopback_train_together(tiny_data, tmp_path):
     ref = tmp_path / "one_machine"
     check_ok(run_cmd(accelerate_cmd(*common, "--num_processes", "2", "--num_machines", "1", "--main_process_port",
                                     str(free_port()), TEACHER, *tiny_flags(tiny_data, ref, *run)), env=env))
-    out, port = tmp_path / "two_machines", str(free_port())
+    out, port = tmp_path / "two_machines", free_port()
     procs = []
     for rank in (0, 1):
         cmd = accelerate_cmd(*common, "--num_processes", "2", "--num_machines", "2", "--machine_rank", str(rank),
-                             "--rdzv_backend", "c10d", "--main_process_ip", "127.0.0.1", "--main_process_port", port,
-                             TEACHER, *tiny_flags(tiny_data, out, *run))
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, o in zip(procs, outputs):
-        assert p.returncode == 0, o[-6000:]
+                             "--rdzv_backend", "c10d", "--main_process_ip", "127.0.0.1", "--main_process_port",
+                             str(port), TEACHER, *tiny_flags(tiny_data, out, *run))
+        log = open(tmp_path / f"machine{rank}.txt", "w")
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+        if rank == 0:
+            # Machine 0 first checks that the port is free, then hosts the rendezvous store on it: let it bind
+            # before machine 1 starts (on one host machine 1 could otherwise take the port and stall both).
+            wait_until(procs[0], lambda: listening(port), timeout=120)
+    try:
+        deadline = time.time() + 600
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.returncode not in (None, 0)]
+            assert not failed and time.time() < deadline, "a machine failed or the run stalled"
+            time.sleep(0.2)
+    except AssertionError:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise AssertionError("\n".join((tmp_path / f"machine{r}.txt").read_text()[-4000:] for r in (0, 1)))
+    assert [p.returncode for p in procs] == [0, 0]
     res = json.loads((out / "results.json").read_text())
     assert res["world_size"] == 2 and res["epochs_run"] == 2
     assert "2 processes (MULTI_CPU)" in (out / "training.log").read_text()
