@@ -78,6 +78,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from . import augment
 from .schema import GLOSS, META, NUM_LANDMARKS, POSE, RGB, SchemaError, decode_pose, unpack_jpegs
+from .soft_targets import SoftTargetError, check_sidecars, check_soft_members, decode_soft, zip_sidecar
 from .vocab import Vocabulary
 from .writer import load_manifest
 
@@ -297,13 +298,13 @@ class _Stream:
         try:
             samples = iter_shard(self.spec.data_dir / name)
             if self.spec.soft_dir is not None:
-                from .soft_targets import zip_sidecar  # (soft_targets imports this module)
-
                 samples = zip_sidecar(samples, self.spec.soft_dir / name)
             for sample in samples:
                 n += 1
                 yield sample
         except (OSError, tarfile.TarError, ValueError, EOFError) as e:
+            if isinstance(e, SoftTargetError):  # soft targets that do not match the data: fail, never skip
+                raise
             self.report(name, name, "bad_shard", f"unreadable after {n} samples ({e})")
             return
         if n < count:
@@ -352,8 +353,6 @@ class _Stream:
                 raise BadSample("corrupt_member", "meta.json has no frame_size (needed to crop the pose)")
         soft = None
         if spec.soft_dir is not None:
-            from .soft_targets import check_soft_members
-
             soft = check_soft_members(sample)  # raises BadSample for a video the teacher skipped
         targets, unknown = spec.vocab.encode(gloss)
         rng = np.random.default_rng([cfg.seed, spec.epoch, self.slot, cycle, _key_hash(key)])
@@ -431,8 +430,6 @@ class _Stream:
             pose = torch.from_numpy(decode_pose(it.pose).astype(np.float32))[idx]  # (T', K, 3)
             out["pose"] = augment.transform_pose(pose, height, width, box, p)
         if it.soft is not None:  # the teacher's frames, not resampled: the KD loss maps frames
-            from .soft_targets import decode_soft
-
             out["soft_logp"], out["soft_idx"] = decode_soft(it.soft)  # (T'', K) float32, (T'', K) int64
         return out
 
@@ -658,8 +655,6 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
     b = _nominal_batch_size(cfg, num_samples, num_frames)
     soft_dir, soft_k = None, 0
     if cfg.soft_targets and split == "train":
-        from .soft_targets import check_sidecars  # (soft_targets imports this module)
-
         soft_dir = Path(cfg.soft_targets)
         soft_k = check_sidecars(soft_dir, manifest, split, len(vocab))
     spec = _Spec(cfg=cfg, data_dir=Path(cfg.data), split=split, shards=shards, vocab=vocab,

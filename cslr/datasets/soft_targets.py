@@ -53,6 +53,8 @@ import torch
 
 from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, sha256_file, write_shard
 
+# cslr.datasets.pipeline imports this module: its names are imported here inside the functions that use them.
+
 log = logging.getLogger("cslr.soft_targets")
 
 FORMAT = "cslr-soft/1"
@@ -62,8 +64,9 @@ RECORDS = "records"  # per-shard completion records
 SETTINGS = ("teacher_sha256", "temperature", "topk", "vocab_size", "split", "image_size")
 
 
-class SoftTargetError(RuntimeError):
-    """Soft targets that are missing, incomplete or do not match the data (never skipped silently)."""
+class SoftTargetError(ValueError):
+    """Soft targets that are missing, incomplete or do not match the data: never skipped like a bad sample (the
+    loader re-raises it where it counts other read errors), a clear error for the entry points (ValueError)."""
 
 
 # ----------------------------------------------------------------------------------------------------
