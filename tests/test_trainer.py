@@ -189,6 +189,10 @@ def test_resume_after_interruption_gives_the_same_weights(tiny_data, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # one record per epoch, and the interrupted epoch's mean loss covers the batches before the stop too
+    hist = [json.loads((d / "results.json").read_text())["history"] for d in (full, part)]
+    assert [h["epoch"] for h in hist[1]] == [1, 2]
+    assert [h["train_loss"] for h in hist[1]] == pytest.approx([h["train_loss"] for h in hist[0]], rel=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------- distributed

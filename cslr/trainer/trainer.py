@@ -162,6 +162,8 @@ class Trainer:
     def save(self, tag: str = "") -> Path:
         self.state["loader"] = self.train_loader.state_dict()
         self.state["wall_time_s"] = self.wall_time()
+        # Collective: every rank saves together. Kept for a resume in the middle of this epoch.
+        self.state["epoch_loss"] = self._sum_ranks(getattr(self, "_epoch_loss", [0.0, 0.0]))
         name = ckpt.checkpoint_name(self.state["epoch"], self.state["global_step"])
         path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, self.state, self.cfg.run.keep_last)
         logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
@@ -244,15 +246,20 @@ class Trainer:
         epoch = st["epoch"]
         while epoch < cfg.optim.epochs and not st["stopped_early"]:
             self.train_loader.set_epoch(epoch)
+            # (loss sum, finite batches) of this epoch on this rank; a resumed epoch carries the part before the
+            # checkpoint (summed over ranks) on the main process, so the epoch's mean loss is the uninterrupted one.
+            self._epoch_loss = [0.0, 0.0]
             if st.get("loader") and st["loader"]["epoch"] == epoch and st["batches_done"] > 0:
                 self.train_loader.load_state_dict(st["loader"])
+                if acc.is_main_process:
+                    self._epoch_loss = [float(v) for v in st.get("epoch_loss", (0.0, 0.0))]
             else:
                 st["batches_done"] = 0
             self.model.train()
             n_batches = self.steps_per_epoch * self.accum
             bar = tqdm(total=n_batches, initial=st["batches_done"], desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                        disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
-            losses, t_epoch, samples_epoch = [], time.time(), 0
+            t_epoch, samples_epoch = time.time(), 0
             interrupted = False
             for batch in self.train_loader:
                 if st["batches_done"] >= n_batches:
@@ -263,7 +270,8 @@ class Trainer:
                 samples_epoch += n
                 st["samples_seen"] += n * acc.num_processes
                 if res["finite"]:
-                    losses.append(res["loss"])
+                    self._epoch_loss[0] += res["loss"]
+                    self._epoch_loss[1] += 1
                 bar.update(1)
                 if acc.sync_gradients:
                     st["global_step"] += 1
@@ -290,7 +298,8 @@ class Trainer:
             if interrupted:
                 self.save("signal")
                 return {"interrupted": True}
-            mean_loss = self._mean_across_ranks(losses)
+            total, count = self._sum_ranks(self._epoch_loss)
+            mean_loss = total / count if count else float("nan")
             done_epoch = st["batches_done"] >= n_batches
             rec = {"epoch": epoch + 1, "step": st["global_step"], "train_loss": mean_loss,
                    "epoch_time_s": time.time() - t_epoch, "dev_wer": None}
@@ -318,10 +327,6 @@ class Trainer:
             if last:
                 break
         return {"interrupted": False}
-
-    def _mean_across_ranks(self, values: list[float]) -> float:
-        s, n = self._sum_ranks([sum(values), float(len(values))])
-        return s / n if n else float("nan")
 
     def _log_skips(self, epoch: int) -> None:
         counts = dict(getattr(self.train_loader, "skip_counts", {}) or {})
