@@ -278,7 +278,7 @@ def _check_out_folder(out: Path, data_dir: Path, settings: dict, overwrite: bool
         theirs = rec.get("settings") or {k: rec.get(k) for k in SETTINGS}
         if theirs != settings:
             diff = {k: (theirs.get(k), settings[k]) for k in SETTINGS if theirs.get(k) != settings[k]}
-            raise SoftTargetError(f"{out} holds soft targets made with other settings ({{name: (there, now)}}: "
+            raise SoftTargetError(f"{out} holds soft targets made with other settings ({{setting: (there, now)}}: "
                                   f"{diff}); use another --out, or --overwrite to replace them")
 
 
