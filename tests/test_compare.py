@@ -1,0 +1,127 @@
+"""launch/compare.py on an untrained tiny teacher (rgb+pose) and student (rgb): compare.json figures against
+their sources (launch/evaluate.py's WER, the model's parameter count, the file size), compare.md and compare.png,
+and a clear exit 2 on a bad checkpoint.
+
+Run: `/work/venv/bin/pytest tests/test_compare.py -q`
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cmd
+from test_models import randomise_norms
+
+spec = importlib.util.spec_from_file_location("cslr_compare", REPO / "launch" / "compare.py")
+compare = sys.modules["cslr_compare"] = importlib.util.module_from_spec(spec)  # registered: it holds a dataclass
+spec.loader.exec_module(compare)
+
+FLAGS = ["--image_size", "32", "--frames", "8", "--repeats", "2", "--batch", "2", "--beam", "2",
+         "--num_workers", "0", "--threads", "1"]
+
+
+def save_untrained(tiny_data: Path, folder: Path, arch: str, modality: str) -> Path:
+    """An untrained `arch` written as a run's best_model.pth whose config points at `tiny_data` (32x32 frames)."""
+    from cslr.datasets.vocab import Vocabulary
+    from cslr.trainer.checkpoint import save_portable
+    from cslr.trainer.config import ModelConfig, TrainConfig, plain_dict
+    from cslr.trainer.run import build_model
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.load(tiny_data / "vocab.txt")
+    model, meta = build_model(ModelConfig(arch=arch, modality=modality, dropout=0.1), len(vocab))
+    randomise_norms(model)
+    config = plain_dict(TrainConfig())
+    config["data"].update(data=str(tiny_data), image_size=32)
+    path = folder / "best_model.pth"
+    save_portable(path, model.state_dict(), {"config": config, "vocab": list(vocab.glosses), **meta,
+                                             "epoch": 1, "dev_wer": 100.0, "protocol": "phoenix2014"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_data, tmp_path_factory):
+    """Both checkpoints and one compare.py run over them (data folder taken from the checkpoints)."""
+    teacher = save_untrained(tiny_data, tmp_path_factory.mktemp("teacher"), "teacher_tiny", "rgb+pose")
+    student = save_untrained(tiny_data, tmp_path_factory.mktemp("student"), "student_tiny", "rgb")
+    out = tmp_path_factory.mktemp("compare")
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "compare.py"), "--teacher", str(teacher),
+                    "--student", str(student), "--out", str(out), *FLAGS], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return teacher, student, out, proc
+
+
+def evaluate_wer(checkpoint: Path, split: str, tmp_path: Path) -> float:
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "evaluate.py"), "--checkpoint", str(checkpoint),
+                    "--split", split, "--beam", "2", "--num_workers", "0", "--out", str(tmp_path)], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / f"{split}_wer.json").read_text())["wer"]
+
+
+def test_compare_json_matches_its_sources(compared, tmp_path):
+    from cslr.trainer.run import model_from_checkpoint
+
+    teacher, student, out, proc = compared
+    result = json.loads((out / "compare.json").read_text())
+    names = {f"teacher_tiny@{teacher.parent.name}": teacher, f"student_tiny@{student.parent.name}": student}
+    assert set(result["models"]) == set(names)
+    assert result["settings"]["image_size"] == 32 and result["settings"]["frames"] == 8
+    for name, path in names.items():
+        r = result["models"][name]
+        model, _, _ = model_from_checkpoint(path)
+        assert r["num_parameters"] == sum(p.numel() for p in model.parameters())
+        assert r["size_mb"] == pytest.approx(path.stat().st_size / 1e6)
+        assert r["weights_mb"] == pytest.approx(sum(t.numel() * 4 for t in model.state_dict().values()
+                                                    if t.is_floating_point()) / 1e6, rel=1e-2)
+        for key in ("cpu_fps", "cpu_fps_batched"):
+            assert 0 < r[f"{key}_min"] <= r[key] <= r[f"{key}_max"], (name, key)
+        assert r["gpu_fps"] is None and r["gpu_fps_batched"] is None  # this machine has no GPU
+        assert (r["onnx_cpu_fps"] is None) != (r["onnx_error"] is None), r  # a speed or a reason, never neither
+        assert f"{name} " in proc.stdout and "dev WER" in proc.stdout  # progress
+    s = result["models"][f"student_tiny@{student.parent.name}"]
+    t = result["models"][f"teacher_tiny@{teacher.parent.name}"]
+    assert s["onnx_cpu_fps"] > 0 and Path(s["onnx_path"]).is_file() and s["onnx_mb"] > 0  # the student exports
+    # WER from launch/evaluate.py on the same checkpoint, both models, both splits
+    assert s["dev_wer"] == pytest.approx(evaluate_wer(student, "dev", tmp_path / "s"))
+    assert t["test_wer"] == pytest.approx(evaluate_wer(teacher, "test", tmp_path / "t"))
+    ratio = result["ratios"][f"student_tiny@{student.parent.name} vs teacher_tiny@{teacher.parent.name}"]
+    assert ratio["size_ratio"] == pytest.approx(s["size_mb"] / t["size_mb"])
+    assert ratio["cpu_speedup"] == pytest.approx(s["cpu_fps"] / t["cpu_fps"])
+    assert ratio["dev_wer_delta"] == pytest.approx(s["dev_wer"] - t["dev_wer"])
+
+
+def test_compare_md_and_png(compared):
+    _, _, out, _ = compared
+    result = json.loads((out / "compare.json").read_text())
+    rows = [ln for ln in (out / "compare.md").read_text().splitlines() if ln.startswith("| ")]
+    for name, r in result["models"].items():
+        (row,) = [ln for ln in rows if ln.startswith(f"| {name} | {r['role']} |")]
+        assert f"| {r['size_mb']:.2f} |" in row and f"{r['cpu_fps']:.1f}" in row
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_checkpoint_or_model_flag_exits_2(compared, tmp_path):
+    teacher, _, _, _ = compared
+    missing = tmp_path / "no.pth"
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "compare.py"), "--teacher", str(teacher),
+                    "--student", str(missing), "--out", str(tmp_path / "o"), *FLAGS], timeout=120)
+    assert proc.returncode == 2 and str(missing) in proc.stderr and "not found" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()  # checked before any work
+    bad_flag = run_cmd([sys.executable, str(REPO / "launch" / "compare.py"), "--model", str(teacher)], timeout=120)
+    assert bad_flag.returncode == 2 and "NAME=PATH" in bad_flag.stderr
+
+
+def test_repeated_names_get_suffixes_and_fps_stats_time_every_repeat():
+    entries = [compare.Entry("a", Path("x"), "model"), compare.Entry("a", Path("y"), "model"),
+               compare.Entry("b", Path("z"), "model")]
+    compare.unique_names(entries)
+    assert [e.name for e in entries] == ["a", "a-2", "b"]
+    calls = []
+    stats = compare.fps_stats(lambda: calls.append(1), frames=10, repeats=3, warmup=2)
+    assert len(calls) == 5 and 0 < stats["fps_min"] <= stats["fps"] <= stats["fps_max"]
