@@ -176,13 +176,10 @@ def load_pretrained_backbone(model: Student, path: str | Path) -> int:
     Accepts the full classification model's state dict (`features.*` and `classifier.*`; the classifier is
     ignored) or the `features` module's own. Never downloads. Returns the number of tensors loaded.
     """
+    from cslr.trainer.checkpoint import safe_load
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable state dict ({e})") from e
+    state = safe_load(path, what="pretrained weights", kind="state dict")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:

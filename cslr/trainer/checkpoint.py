@@ -103,15 +103,20 @@ def save_portable(path: str | os.PathLike, state_dict: dict, extra: dict) -> Non
     os.replace(tmp, path)
 
 
-def load_portable(path: str | os.PathLike) -> dict:
-    """Load a `best_model.pth` safely (no arbitrary unpickling)."""
+def safe_load(path: str | os.PathLike, what: str = "checkpoint", kind: str = "cslr checkpoint"):
+    """`torch.load(weights_only=True)` of a file a user hands in, with errors naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a loadable cslr checkpoint ({e})") from e
+        raise ValueError(f"{path}: not a loadable {kind} ({e})") from e
+
+
+def load_portable(path: str | os.PathLike) -> dict:
+    """Load a `best_model.pth` safely (no arbitrary unpickling)."""
+    ckpt = safe_load(path)
     for key in ("model", "config", "vocab", "model_name"):
         if key not in ckpt:
             raise ValueError(f"{path}: checkpoint lacks {key!r}")
