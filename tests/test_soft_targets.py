@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -358,3 +359,25 @@ def test_soft_targets_flag_comes_from_data_config_only():
     from cslr.trainer.config import TrainConfig, _leaf_fields
 
     assert _leaf_fields(TrainConfig())["soft_targets"][0] == "data"
+
+
+def test_student_trains_on_the_sidecars_offline(tiny_data, two_ranks, tmp_path):
+    """End to end: launch/student.py with --soft_targets reads the sidecars through the loader (no teacher run)."""
+    out = tmp_path / "student"
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "student.py"), "--data", str(tiny_data),
+                    "--soft_targets", str(two_ranks), "--temperature", str(TEMPERATURE), "--alpha", "0.7",
+                    "--teacher_checkpoint", "", "--output_dir", str(out), "--arch", "student_tiny",
+                    "--image_size", "32", "--batch_size", "4", "--num_workers", "1", "--epochs", "2",
+                    "--report_to", "none", "--beam_width", "2", "--resume", ""], timeout=600)
+    check_ok(proc)
+    log = (out / "training.log").read_text()
+    assert f"KD (offline): soft targets from {two_ranks}" in log
+    res = json.loads((out / "results.json").read_text())
+    assert res["epochs_run"] == 2 and res["test_wer"] is not None
+    assert all(math.isfinite(h["train_loss"]) for h in res["history"])
+    # a temperature other than the sidecars' is refused before training
+    bad = run_cmd([sys.executable, str(REPO / "launch" / "student.py"), "--data", str(tiny_data),
+                   "--soft_targets", str(two_ranks), "--temperature", str(TEMPERATURE + 1), "--teacher_checkpoint", "",
+                   "--output_dir", str(tmp_path / "bad"), "--arch", "student_tiny", "--num_workers", "0",
+                   "--report_to", "none", "--resume", ""], timeout=300)
+    assert bad.returncode == 2 and "temperature" in bad.stderr, bad.stderr
