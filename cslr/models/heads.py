@@ -127,9 +127,14 @@ class BiLSTMHead(nn.Module):
                             dropout=dropout if num_layers > 1 else 0.0)
         self.out_dim = 2 * hidden
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """(B, T, C), (B,) lengths -> (B, T, 2 * hidden) fp32, zeros at padded frames."""
+    def forward(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """(B, T, C), (B,) lengths -> (B, T, 2 * hidden) fp32, zeros at padded frames.
+
+        `lengths=None`: no padding; the plain recurrence equals the packed one (and exports to ONNX).
+        """
         with torch.autocast(x.device.type, enabled=False):
+            if lengths is None:
+                return self.lstm(x.float())[0]  # (B, T, 2 * hidden)
             packed = pack_padded_sequence(x.float(), lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])

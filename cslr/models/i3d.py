@@ -36,6 +36,22 @@ from .heads import conv_output_length, length_mask
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
+class ImageNetNormalize(nn.Module):
+    """RGB in [0, 255] (uint8 or float), channels at dim 1, any number of trailing dims -> ImageNet-normalised fp32.
+
+    fp32 whatever the input: autocast then picks the following convs' dtype.
+    """
+
+    def __init__(self, ndim: int):
+        super().__init__()
+        shape = (1, 3) + (1,) * (ndim - 2)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(shape) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(shape) * 255, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.float() - self.mean) / self.std
+
 # Inception blocks: name -> (b0 1x1, b1 1x1 reduce, b1 3x3, b2 1x1 reduce, b2 3x3, b3 pool-proj 1x1).
 INCEPTION_CHANNELS = {
     "Mixed_3b": (64, 96, 128, 16, 32, 32),
@@ -126,8 +142,7 @@ class I3D(nn.Module):
         self.layers = nn.ModuleDict(layers)
         self.dropout = nn.Dropout(dropout)
         self.out_channels = in_ch
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1, 1) * 255, persistent=False)
+        self.normalize = ImageNetNormalize(ndim=5)
         self._init_weights()
 
     def _init_weights(self):
@@ -165,8 +180,7 @@ class I3D(nn.Module):
         full = lengths is None or bool((lengths == T).all())  # no padding: skip the masks
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=rgb.device)
-        # Normalise in fp32 (uint8 -> float), then let autocast pick the convs' dtype.
-        x = (rgb.permute(0, 2, 1, 3, 4).float() - self.mean) / self.std  # (B, 3, T, H, W)
+        x = self.normalize(rgb.permute(0, 2, 1, 3, 4))  # (B, 3, T, H, W) fp32
         mask = None
         for layer in self.layers.values():
             if not full:

@@ -25,7 +25,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .heads import BiLSTMHead, Classifier, TemporalConv, length_mask
-from .i3d import IMAGENET_MEAN, IMAGENET_STD
+from .i3d import ImageNetNormalize
 from .pose import DEFAULT_POSE_PARTS, PoseEncoder
 
 BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
@@ -85,13 +85,11 @@ class FrameEncoder(nn.Module):
         net = getattr(torchvision.models, backbone)(weights=None, width_mult=width_mult)
         self.features = net.features  # the classifier of the ImageNet model is not used
         self.out_channels = net.features[-1].out_channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.normalize = ImageNetNormalize(ndim=4)
 
     def forward(self, frames: Tensor) -> Tensor:
         """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C)."""
-        x = (frames.float() - self.mean) / self.std  # normalise in fp32; autocast picks the convs' dtype
-        return self.features(x).mean(dim=(2, 3))  # (N, C)
+        return self.features(self.normalize(frames)).mean(dim=(2, 3))  # (N, C)
 
 
 class Student(nn.Module):
@@ -160,11 +158,7 @@ class Student(nn.Module):
             pose_feats, _ = self.pose(pose, lengths)  # (B, T', pose_hidden)
             features = torch.cat([features, pose_feats], dim=-1)
         if self.cfg.head == "lstm":
-            if full:  # no padding: the plain recurrence equals the packed one (and exports to ONNX)
-                with torch.autocast(features.device.type, enabled=False):
-                    hidden, _ = self.head.lstm(features.float())
-            else:
-                hidden = self.head(features, out_lengths)  # (B, T', 2 * lstm_hidden)
+            hidden = self.head(features, None if full else out_lengths)  # (B, T', 2 * lstm_hidden)
         else:
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
         return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": {}, "features": features}
