@@ -133,12 +133,11 @@ def fps_stats(fn, frames: int, repeats: int, warmup: int = 1, sync=None) -> dict
     return {"fps": statistics.median(rates), "fps_min": min(rates), "fps_max": max(rates)}
 
 
-def torch_fps(model, inputs: tuple, repeats: int, device: str = "cpu", bf16: bool = False) -> dict:
-    """Frames/s of the model's forward on whole clips `inputs` ((B, T, 3, S, S) uint8 [, (B, T, 543, 3)])."""
+def torch_fps(model, names: tuple, inputs: tuple, repeats: int, device: str = "cpu", bf16: bool = False) -> dict:
+    """Frames/s of the model's forward on whole clips `inputs`, the tensors of the model inputs `names`."""
     B, T = inputs[0].shape[:2]
     inputs = tuple(x.to(device) for x in inputs)
     lengths = torch.full((B,), T, dtype=torch.long, device=device)
-    names = ("rgb", "pose")[:len(inputs)]
     sync = torch.cuda.synchronize if device == "cuda" else None
 
     def run():
@@ -166,9 +165,9 @@ def measure_speed(model, row: dict, args, onnx_dir: Path) -> None:
     batch = export.example_inputs(names, args.batch, args.frames, args.image_size)     # (B, T, 3, S, S) ...
     model.to("cpu")
     with cpu_threads(args.threads):
-        put(row, "cpu_fps", torch_fps(model, clip, args.repeats))
+        put(row, "cpu_fps", torch_fps(model, names, clip, args.repeats))
         log(f"  cpu  batch 1: {row['cpu_fps']:.1f} frames/s")
-        put(row, "cpu_fps_batched", torch_fps(model, batch, args.repeats))
+        put(row, "cpu_fps_batched", torch_fps(model, names, batch, args.repeats))
         log(f"  cpu  batch {args.batch}: {row['cpu_fps_batched']:.1f} frames/s")
         row["onnx_cpu_fps"] = row["onnx_error"] = None
         if not args.no_onnx:
@@ -187,8 +186,8 @@ def measure_speed(model, row: dict, args, onnx_dir: Path) -> None:
     row["gpu_fps"] = row["gpu_fps_batched"] = None
     if torch.cuda.is_available():
         model.to("cuda")
-        put(row, "gpu_fps", torch_fps(model, clip, args.repeats, "cuda", bf16=True))
-        put(row, "gpu_fps_batched", torch_fps(model, batch, args.repeats, "cuda", bf16=True))
+        put(row, "gpu_fps", torch_fps(model, names, clip, args.repeats, "cuda", bf16=True))
+        put(row, "gpu_fps_batched", torch_fps(model, names, batch, args.repeats, "cuda", bf16=True))
         log(f"  gpu  batch 1: {row['gpu_fps']:.1f}, batch {args.batch}: {row['gpu_fps_batched']:.1f} frames/s (bf16)")
         model.to("cpu")
 

@@ -35,8 +35,9 @@ class LogProbs(nn.Module):
         modality = model.cfg.modality
         self.inputs = tuple(m for m in ("rgb", "pose") if m in modality.split("+"))
 
-    def forward(self, rgb: torch.Tensor, pose: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(rgb=rgb, pose=pose)["log_probs"]  # (B, T', V)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The tensors of `self.inputs`, in that order (a pose-only model takes only the landmarks)."""
+        return self.model(**dict(zip(self.inputs, inputs)))["log_probs"]  # (B, T', V)
 
 
 def example_inputs(names: tuple[str, ...], batch: int, frames: int, image_size: int, seed: int = 0) -> tuple:

@@ -51,3 +51,14 @@ def test_export_cli_writes_and_checks(tmp_path):
     bad = run_cmd([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path / "no.pth"),
                    "--out", str(tmp_path / "x.onnx")], timeout=120)
     assert bad.returncode == 2 and "no.pth not found" in bad.stderr
+
+
+def test_graph_inputs_follow_the_modality_pose_only_included():
+    """A pose-only teacher takes only landmarks: the exported graph's forward must pass them as `pose`."""
+    torch.manual_seed(0)
+    model = build_model("teacher_tiny", 9, modality="pose").eval()
+    wrapped = export.LogProbs(model)
+    assert wrapped.inputs == ("pose",)
+    (pose,) = export.example_inputs(wrapped.inputs, 1, 12, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(pose), model(pose=pose)["log_probs"])
