@@ -48,11 +48,7 @@ def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: i
     from cslr.trainer.trainer import evaluate_loader
 
     loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
-
-    def forward(m, b):
-        return m(rgb=b.get("rgb"), pose=b.get("pose"), lengths=b["lengths"])
-
-    return evaluate_loader(acc, model, loader, vocab, protocol, beam, forward, desc=desc or split)
+    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split)
 
 
 def main(argv=None) -> int:

@@ -31,11 +31,10 @@ def main(argv=None) -> int:
     from cslr.datasets.pipeline import build_loader
     from cslr.datasets.vocab import Vocabulary
     from cslr.trainer.config import TrainConfig
-    from cslr.trainer.decode import greedy_decode
     from cslr.trainer.losses import teacher_loss
     from cslr.trainer.optim import build_optimizer
     from cslr.trainer.run import build_model
-    from cslr.trainer.trainer import resolve_data
+    from cslr.trainer.trainer import batch_to, evaluate_loader, model_forward, resolve_data
     from cslr.trainer.wer import score
 
     set_seed(args.seed)
@@ -55,26 +54,21 @@ def main(argv=None) -> int:
     model, _ = build_model(cfg.model, len(vocab))
     loader = build_loader(cfg.data, "train", vocab, train=False, output_length=model.output_length)
     batch = next(iter(loader))
-    batch = {k: (v[: args.samples].to(acc.device) if torch.is_tensor(v) else v[: args.samples]) for k, v in batch.items()}
+    batch = batch_to(batch, acc.device)  # the loader's batch size is --samples
     model.to(acc.device)
     opt = build_optimizer(model, cfg.optim)
-    refs = {k: (s, g.split()) for k, s, g in zip(batch["keys"], batch["signers"], batch["glosses"])}
-    fwd = lambda: model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])  # noqa: E731
-    print(f"overfitting {args.arch} ({args.modality}) on {len(refs)} samples from {data_dir}")
+    print(f"overfitting {args.arch} ({args.modality}) on {len(batch['keys'])} samples from {data_dir}")
     best, t0 = float("inf"), time.time()
     for step in range(1, args.max_steps + 1):
         model.train()
-        loss, _ = teacher_loss(fwd(), batch, aux_weight=0.5)
+        loss, _ = teacher_loss(model_forward(model, batch), batch, aux_weight=0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % args.eval_every == 0:
             model.eval()
-            with torch.no_grad():
-                out = fwd()
-            seqs = greedy_decode(out["log_probs"].float().cpu(), out["lengths"].cpu())
-            hyps = {k: vocab.decode(s) for k, s in zip(batch["keys"], seqs)}
+            hyps, refs = evaluate_loader(acc, model, [batch], vocab, "plain", beam_width=0, desc="overfit eval")
             wer = score(hyps, refs, protocol="plain").wer
             best = min(best, wer)
             print(f"step {step}: loss {loss.item():.4f}, WER {wer:.2f}%  ({time.time() - t0:.0f}s)")

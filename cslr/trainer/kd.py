@@ -36,6 +36,7 @@ from torch import Tensor
 from cslr.models.heads import length_mask
 
 from .losses import ctc_loss
+from .trainer import model_forward
 
 logger = logging.getLogger("cslr")
 
@@ -132,7 +133,7 @@ def teacher_soft_targets(teacher: torch.nn.Module, batch: dict, temperature: flo
                          autocast=contextlib.nullcontext) -> dict:
     """Online targets: the frozen teacher (eval mode) on the same batch -> the soft-target batch keys."""
     with autocast():
-        out = teacher(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+        out = model_forward(teacher, batch)
     return soft_targets_from_log_probs(out["log_probs"], out["lengths"], temperature, topk)
 
 

@@ -9,7 +9,6 @@ One `Trainer` with `train_step`, `evaluate`, `save`, `load`: extend by overridin
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -29,7 +28,7 @@ from .config import TrainConfig, plain_dict, save_yaml
 from .decode import beam_search, greedy_decode
 from .losses import teacher_loss
 from .optim import build_optimizer, build_scheduler
-from .report import flat_config, plot_curves, setup_logging, wandb_mode_note
+from .report import flat_config, plot_curves, wandb_mode_note
 from .wer import reference_from_annotation, score, write_ctm
 
 logger = logging.getLogger("cslr")
@@ -180,11 +179,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- batches
     def to_device(self, batch: dict) -> dict:
-        dev = self.acc.device
-        return {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return batch_to(batch, self.acc.device)
 
     def forward(self, model, batch: dict) -> dict:
-        return model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+        return model_forward(model, batch)
 
     def _sum_ranks(self, values: list[float]) -> list[float]:
         """Sum per-rank scalars in one small collective (finite-loss and stop flags, loss sums)."""
@@ -305,7 +303,7 @@ class Trainer:
                    "epoch_time_s": time.time() - t_epoch, "dev_wer": None}
             last = epoch + 1 == cfg.optim.epochs or (cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps)
             if (epoch + 1) % cfg.run.eval_every == 0 or last:
-                res = self.evaluate("dev", beam_width=0)
+                res = self.evaluate_dev(beam_width=0)
                 rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
                 self._track_best(epoch, res)
             if st["history"] and st["history"][-1]["epoch"] == rec["epoch"]:
@@ -357,26 +355,31 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     # ----------------------------------------------------------------------------------------- eval
-    @torch.no_grad()
-    def evaluate(self, split: str, beam_width: int = 0, loader=None, ctm_path: Path | None = None) -> dict:
-        """WER over every sample of `split` across ranks (greedy, or beam search if beam_width > 1)."""
-        loader = loader or (self.dev_loader if split == "dev" else build_loader(
-            self.cfg.data, split, self.vocab, train=False, rank=self.acc.process_index,
-            world_size=self.acc.num_processes))
+    def evaluate_dev(self, beam_width: int = 0) -> dict:
+        """WER over every dev sample across ranks (greedy, or beam search if beam_width > 1)."""
         model = self.acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        hyps, refs = evaluate_loader(self.acc, model, loader, self.vocab, self.protocol, beam_width, self.forward,
-                                     desc=f"eval {split}")
+        hyps, refs = evaluate_loader(self.acc, model, self.dev_loader, self.vocab, self.protocol, beam_width,
+                                     self.forward, desc="eval dev")
         model.train(was_training)
         result = score(hyps, refs, protocol=self.protocol)
-        if ctm_path is not None and self.acc.is_main_process:
-            write_ctm(ctm_path, hyps)
         return {**result.as_dict(), "hyps": hyps, "refs": refs, "result": result}
 
 
-def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int, forward,
-                    desc: str = "eval") -> tuple[dict, dict]:
+def batch_to(batch: dict, device) -> dict:
+    """The batch's tensors on `device` (keys, glosses and other lists as they are)."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def model_forward(model, batch: dict) -> dict:
+    """A cslr model's forward on a loader batch (the modalities it holds, and the lengths)."""
+    return model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+
+
+@torch.no_grad()
+def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int,
+                    forward=model_forward, desc: str = "eval") -> tuple[dict, dict]:
     """Decode every sample once across ranks. Ranks may hold different batch counts: a rank that has run out
     keeps running forward on its last batch (results dropped) until all are done, so collectives inside the
     forward (DeepSpeed ZeRO-3) stay matched."""
@@ -398,9 +401,8 @@ def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str
         if dummy and last is None:
             continue  # this rank had no data at all and its model has no collectives to match (not ZeRO-3)
         batch = last if dummy else batch
-        dev = {k: (v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         with accelerator.autocast():
-            out = forward(model, dev)
+            out = forward(model, batch_to(batch, accelerator.device))
         last = batch
         if dummy:
             continue
@@ -475,7 +477,3 @@ def init_trackers(cfg: TrainConfig, accelerator, trainer: Trainer) -> None:
     init_kwargs = {"wandb": {"dir": str(out), "id": run_id, "resume": "allow", "name": cfg.run.run_name or out.name}}
     accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(plain_dict(cfg)), init_kwargs=init_kwargs)
     trainer.state["wandb_run_id"] = run_id
-
-
-def json_safe(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=str))
