@@ -74,6 +74,12 @@ def _phoenix2014_gloss(gloss: str) -> str:
     return gloss
 
 
+def _phoenix2014(glosses: list[str]) -> list[str]:
+    """evaluatePhoenix2014.sh on one gloss per line: rewrite each gloss, then drop the lines it empties or rejects."""
+    out = [_phoenix2014_gloss(g) for g in glosses]
+    return [g for g in out if g.strip() and not any(d in g for d in _PHOENIX2014_DROP)]
+
+
 def _drop_special(glosses: list[str]) -> list[str]:
     return [g for g in glosses if not _SPECIAL_TOKEN.fullmatch(g)]
 
@@ -86,11 +92,7 @@ def normalize_hypothesis(glosses: list[str], protocol: str = "phoenix2014") -> l
     _check_protocol(protocol)
     if protocol == "plain":
         return list(glosses)
-    if protocol == "phoenix2014":
-        out = [_phoenix2014_gloss(g) for g in glosses]
-        out = [g for g in out if g.strip() and not any(d in g for d in _PHOENIX2014_DROP)]
-    else:
-        out = _drop_special(glosses)
+    out = _phoenix2014(glosses) if protocol == "phoenix2014" else _drop_special(glosses)
     return out or [EMPTY]
 
 
@@ -113,8 +115,7 @@ def reference_from_annotation(annotation: str, protocol: str = "phoenix2014") ->
     _check_protocol(protocol)
     glosses = annotation.split()
     if protocol == "phoenix2014":
-        out = [_phoenix2014_gloss(g) for g in glosses]
-        return [g for g in out if g.strip() and not any(d in g for d in _PHOENIX2014_DROP)]
+        return _phoenix2014(glosses)
     return normalize_reference(glosses, protocol)
 
 
