@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from .schema import NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from .vocab import Vocabulary
-from .writer import MANIFEST, VOCAB, atomic_write_json, shard_name, write_shard
+from .writer import MANIFEST, VOCAB, atomic_write_json, read_json_record, shard_name, write_shard
 
 FPS = 25
 SPLITS = ("train", "dev", "test")
@@ -343,9 +343,8 @@ def convert_shard(job: ShardJob, on_video: Callable[[], None] | None = None) -> 
 
 def reusable_record(job: ShardJob) -> dict | None:
     """The sidecar record of a shard that a previous run completed for the same rows, else None."""
-    try:
-        record = json.loads(job.sidecar.read_text("utf-8"))
-    except (OSError, ValueError):
+    record = read_json_record(job.sidecar)
+    if record is None:
         return None
     if record.get("settings") != job.settings.as_json():
         raise ConversionError(

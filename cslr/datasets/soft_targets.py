@@ -51,7 +51,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, sha256_file, write_shard
+from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, read_json_record, sha256_file, write_shard
 
 # cslr.datasets.pipeline imports this module: its names are imported here inside the functions that use them.
 
@@ -249,16 +249,9 @@ def _record_path(out: Path, name: str) -> Path:
     return out / RECORDS / f"{name}.json"
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def shard_complete(out: Path, entry: dict, settings: dict) -> bool:
     """A sidecar shard is complete when its record matches the settings, the data shard and the file on disk."""
-    rec = _read_json(_record_path(out, entry["name"]))
+    rec = read_json_record(_record_path(out, entry["name"]))
     path = out / entry["name"]
     return (rec is not None and rec.get("settings") == settings and rec.get("data_sha256") == entry["sha256"]
             and path.is_file() and sha256_file(path) == rec.get("sha256"))
@@ -268,12 +261,12 @@ def _check_out_folder(out: Path, data_dir: Path, settings: dict, overwrite: bool
     """Refuse to mix soft targets of other settings into `out` (unless overwriting), or to write into the data."""
     if out.resolve() == data_dir.resolve():
         raise SoftTargetError(f"--out {out} is the data folder: sidecars have the data shards' names")
-    manifest = _read_json(out / MANIFEST)
+    manifest = read_json_record(out / MANIFEST)
     if (out / MANIFEST).is_file() and (manifest is None or manifest.get("format") != FORMAT):
         raise SoftTargetError(f"{out / MANIFEST}: not a soft-target manifest; choose another --out")
     if overwrite:
         return
-    found = ([manifest] if manifest else []) + [_read_json(p) or {} for p in sorted((out / RECORDS).glob("*.json"))]
+    found = ([manifest] if manifest else []) + [read_json_record(p) or {} for p in sorted((out / RECORDS).glob("*.json"))]
     for rec in found:
         theirs = rec.get("settings") or {k: rec.get(k) for k in SETTINGS}
         if theirs != settings:
@@ -492,7 +485,7 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
 
 def _soft_manifest(out: Path, entries: list[dict], settings: dict, checkpoint: str, data: str) -> dict:
     """manifest.json from the per-shard records (the data manifest's shard order)."""
-    records = [_read_json(_record_path(out, e["name"])) for e in entries]
+    records = [read_json_record(_record_path(out, e["name"])) for e in entries]
     skipped = [{**s, "shard": r["name"]} for r in records for s in r["skipped"]]
     return {
         "format": FORMAT, "teacher_checkpoint": checkpoint, **settings, "data": data,
@@ -525,7 +518,7 @@ def verify(data_dir: str | os.PathLike, soft_dir: str | os.PathLike, split: str 
     except SoftTargetError as e:
         problems.append(str(e))
         split = split or "train"
-        entries = {p.name[:-5]: _read_json(p) or {} for p in sorted((soft_dir / RECORDS).glob("*.json"))}
+        entries = {p.name[:-5]: read_json_record(p) or {} for p in sorted((soft_dir / RECORDS).glob("*.json"))}
     if split not in manifest["splits"]:
         return problems + [f"{data_dir / MANIFEST}: no split {split!r}"]
     data_entries = manifest["splits"][split]["shards"]

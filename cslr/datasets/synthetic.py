@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .render import Style, make_background, render_frames
 from .schema import LANDMARK_SLICES, MOUTH, NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from .vocab import Vocabulary
-from .writer import MANIFEST, VOCAB, atomic_write_json, sha256_file, shard_name, write_shard
+from .writer import MANIFEST, VOCAB, atomic_write_json, read_json_record, sha256_file, shard_name, write_shard
 
 SPLITS = ("train", "dev", "test")
 FPS = 25
@@ -923,12 +923,8 @@ def _reusable(out: Path, config: dict) -> dict:
     """Shard entries of an earlier run with the same config whose files are intact: name -> entry."""
     entries = {}
     for name in (MANIFEST, ".synthetic-progress.json"):
-        path = out / name
-        if not path.is_file():
-            continue
-        try:
-            old = json.loads(path.read_text("utf-8"))
-        except json.JSONDecodeError:
+        old = read_json_record(out / name)
+        if old is None:
             continue
         if old.get("config") != json.loads(json.dumps(config)):
             continue
