@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cmd
-from test_models import randomise_norms
+from conftest import REPO, run_cmd, save_untrained
 
 spec = importlib.util.spec_from_file_location("cslr_compare", REPO / "launch" / "compare.py")
 compare = sys.modules["cslr_compare"] = importlib.util.module_from_spec(spec)  # registered: it holds a dataclass
@@ -26,30 +25,11 @@ FLAGS = ["--image_size", "32", "--frames", "8", "--repeats", "2", "--batch", "2"
          "--num_workers", "0", "--threads", "1"]
 
 
-def save_untrained(tiny_data: Path, folder: Path, arch: str, modality: str) -> Path:
-    """An untrained `arch` written as a run's best_model.pth whose config points at `tiny_data` (32x32 frames)."""
-    from cslr.datasets.vocab import Vocabulary
-    from cslr.trainer.checkpoint import save_portable
-    from cslr.trainer.config import ModelConfig, TrainConfig, plain_dict
-    from cslr.trainer.run import build_model
-
-    torch.manual_seed(0)
-    vocab = Vocabulary.load(tiny_data / "vocab.txt")
-    model, meta = build_model(ModelConfig(arch=arch, modality=modality, dropout=0.1), len(vocab))
-    randomise_norms(model)
-    config = plain_dict(TrainConfig())
-    config["data"].update(data=str(tiny_data), image_size=32)
-    path = folder / "best_model.pth"
-    save_portable(path, model.state_dict(), {"config": config, "vocab": list(vocab.glosses), **meta,
-                                             "epoch": 1, "dev_wer": 100.0, "protocol": "phoenix2014"})
-    return path
-
-
 @pytest.fixture(scope="module")
 def compared(tiny_data, tmp_path_factory):
     """Both checkpoints and one compare.py run over them (data folder taken from the checkpoints)."""
-    teacher = save_untrained(tiny_data, tmp_path_factory.mktemp("teacher"), "teacher_tiny", "rgb+pose")
-    student = save_untrained(tiny_data, tmp_path_factory.mktemp("student"), "student_tiny", "rgb")
+    teacher = save_untrained(tiny_data, tmp_path_factory.mktemp("teacher"), "teacher_tiny", "rgb+pose", randomise=True)
+    student = save_untrained(tiny_data, tmp_path_factory.mktemp("student"), "student_tiny", "rgb", randomise=True)
     out = tmp_path_factory.mktemp("compare")
     proc = run_cmd([sys.executable, str(REPO / "launch" / "compare.py"), "--teacher", str(teacher),
                     "--student", str(student), "--out", str(out), *FLAGS], timeout=300)

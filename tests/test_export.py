@@ -12,9 +12,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_cmd
+from conftest import REPO, randomise_norms, run_cmd
 from cslr.models.registry import build_model
-from test_models import randomise_norms
 
 pytest.importorskip("onnxruntime")
 spec = importlib.util.spec_from_file_location("cslr_export", REPO / "launch" / "export.py")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd
-from test_trainer import check_ok, final_weights, tiny_flags
+from conftest import REPO, accelerate_cmd, check_ok, clean_env, free_port, run_cmd
+from test_trainer import final_weights, tiny_flags
 
 from cslr.trainer.checkpoint import STATE_FILE, list_checkpoints, load_portable
 

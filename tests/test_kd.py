@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd
+from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd, save_untrained
 from cslr.trainer.kd import (align_frames, distillation_loss, make_kd_loss, soft_target_kl,
                              soft_targets_from_log_probs)
 from cslr.trainer.losses import ctc_loss
@@ -121,18 +121,7 @@ def test_loss_weights_ctc_and_t_squared_kl():
 @pytest.fixture(scope="module")
 def teacher_ckpt(tiny_data, tmp_path_factory) -> Path:
     """An untrained teacher_tiny (rgb+pose) written as a training run's best_model.pth."""
-    from cslr.datasets.vocab import Vocabulary
-    from cslr.trainer.checkpoint import save_portable
-    from cslr.trainer.config import ModelConfig, TrainConfig, plain_dict
-    from cslr.trainer.run import build_model
-
-    torch.manual_seed(0)
-    vocab = Vocabulary.load(tiny_data / "vocab.txt")
-    model, meta = build_model(ModelConfig(arch="teacher_tiny", modality="rgb+pose", dropout=0.1), len(vocab))
-    path = tmp_path_factory.mktemp("teacher") / "best_model.pth"
-    save_portable(path, model.state_dict(), {"config": plain_dict(TrainConfig()), "vocab": list(vocab.glosses),
-                                             **meta, "epoch": 1, "dev_wer": 100.0, "protocol": "phoenix2014"})
-    return path
+    return save_untrained(tiny_data, tmp_path_factory.mktemp("teacher"))
 
 
 def test_online_targets_equal_offline_batch_keys(tiny_data, teacher_ckpt):

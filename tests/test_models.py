@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomise_norms
 from cslr.datasets.schema import LANDMARK_SLICES, NUM_LANDMARKS, POSE_LEFT_SHOULDER, POSE_RIGHT_SHOULDER
 from cslr.models.heads import BiLSTMHead, TemporalConv, conv_output_length
 from cslr.models.i3d import I3D, scale_channels
@@ -35,23 +36,6 @@ def make_pose(B: int, T: int, seed: int = 0, missing: float = 0.2) -> torch.Tens
 def make_rgb(B: int, T: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8, generator=g)
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every norm layer random statistics and affine parameters, as after training.
-
-    At init BatchNorm maps 0 to 0 in eval mode, which would hide padded frames that leak through.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-    return model
 
 
 def assert_log_probs(lp: torch.Tensor):

@@ -27,7 +27,7 @@ from cslr.datasets.schema import RGB
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import atomic_write_json, load_manifest, sha256_file, tar_bytes, write_shard
 
-from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd
+from conftest import REPO, accelerate_cmd, check_ok, clean_env, free_port, run_cmd, save_untrained
 
 SCRIPT = str(REPO / "launch" / "soft_targets.py")
 TOPK, TEMPERATURE = 4, 2.0
@@ -49,28 +49,12 @@ class OneProcess:
 @pytest.fixture(scope="module")
 def teacher(tiny_data, tmp_path_factory) -> Path:
     """An untrained teacher_tiny saved like Trainer.save_best (weights + the metadata model_from_checkpoint needs)."""
-    from cslr.trainer.checkpoint import save_portable
-    from cslr.trainer.config import TrainConfig, plain_dict
-    from cslr.trainer.run import build_model
-
-    vocab = Vocabulary.load(tiny_data / "vocab.txt")
-    cfg = TrainConfig()
-    cfg.model.arch, cfg.data.image_size, cfg.data.data = "teacher_tiny", 32, str(tiny_data)
-    torch.manual_seed(0)
-    model, meta = build_model(cfg.model, len(vocab))
-    path = tmp_path_factory.mktemp("teacher") / "best_model.pth"
-    save_portable(path, model.state_dict(), {"config": plain_dict(cfg), "vocab": list(vocab.glosses), **meta,
-                                             "epoch": 1, "dev_wer": 100.0, "protocol": "phoenix2014"})
-    return path
+    return save_untrained(tiny_data, tmp_path_factory.mktemp("teacher"))
 
 
 def flags(teacher: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return ["--checkpoint", str(teacher), "--data", str(data), "--out", str(out), "--topk", str(TOPK),
             "--temperature", str(TEMPERATURE), "--batch_size", "3", *extra]
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import torchvision
 
 from cslr.models.registry import build_model, count_parameters, list_models
 from cslr.models.student import load_pretrained_backbone
-from test_models import assert_log_probs, make_pose, make_rgb, randomise_norms
+from conftest import randomise_norms
+from test_models import assert_log_probs, make_pose, make_rgb
 
 V = 7
 

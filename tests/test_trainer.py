@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, accelerate_cmd, clean_env, free_port, run_cmd
+from conftest import REPO, accelerate_cmd, check_ok, clean_env, free_port, run_cmd
 
 TEACHER = str(REPO / "launch" / "teacher.py")
 
@@ -24,10 +24,6 @@ def tiny_flags(data: Path, out: Path, *extra: str) -> list[str]:
         "--batch_size", "4", "--num_workers", "0", "--epochs", "3", "--learning_rate", "0.003",
         "--warmup_epochs", "0.5", "--report_to", "none", "--beam_width", "2", "--seed", "1", *extra,
     ]
-
-
-def check_ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
 
 
 def final_weights(out: Path) -> dict:
