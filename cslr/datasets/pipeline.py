@@ -77,7 +77,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from . import augment
-from .schema import GLOSS, META, NUM_LANDMARKS, POSE, RGB, SchemaError, decode_pose, unpack_jpegs
+from .schema import GLOSS, META, NUM_LANDMARKS, POSE, REQUIRED_MEMBERS, RGB, SchemaError, decode_pose, unpack_jpegs
 from .soft_targets import SoftTargetError, check_sidecars, check_soft_members, decode_soft, zip_sidecar
 from .vocab import Vocabulary
 from .writer import load_manifest
@@ -329,7 +329,7 @@ class _Stream:
         """Check a raw sample without decoding it and draw its augmentation. Raises BadSample."""
         spec, cfg = self.spec, self.cfg
         key = sample["__key__"]
-        for member in (GLOSS, META) + tuple(MODALITY_MEMBERS[m] for m in cfg.modalities):
+        for member in REQUIRED_MEMBERS + tuple(MODALITY_MEMBERS[m] for m in cfg.modalities):
             if member not in sample:
                 raise BadSample("missing_member", f"no {member}")
         try:
