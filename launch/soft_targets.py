@@ -63,12 +63,16 @@ def main(argv=None) -> int:
     cfg = SoftConfig(checkpoint=args.checkpoint, out=args.out, data=args.data, split=args.split, topk=args.topk,
                      temperature=args.temperature, batch_size=args.batch_size, image_size=args.image_size,
                      overwrite=args.overwrite, max_shards=args.max_shards)
+    from cslr.trainer.run import shutdown_distributed
+
     try:
         generate(cfg, acc)
+        acc.end_training()
     except (SoftTargetError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    acc.end_training()
+    finally:
+        shutdown_distributed()
     return 0
 
 

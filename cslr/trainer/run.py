@@ -42,6 +42,13 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Vocabulary
     return model, Vocabulary(ck["vocab"]), ck
 
 
+def shutdown_distributed() -> None:
+    """Tear the process group down before the interpreter does: gloo's threads, destroyed at exit while a peer
+    rank is still leaving, can abort a rank ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def train_main(argv: list[str] | None, description: str, default_config: str | None, setup=None) -> int:
     """Parse flags over the YAML config and train; `setup` as in `run_training`. Returns the exit code."""
     parser = build_arg_parser(description, default_config)
@@ -55,6 +62,8 @@ def train_main(argv: list[str] | None, description: str, default_config: str | N
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
 
 
 def run_training(cfg: TrainConfig, setup=None) -> int:
