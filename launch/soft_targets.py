@@ -1,6 +1,7 @@
 """Teacher soft targets for distillation, as sidecar shards beside the data (format: cslr/datasets/soft_targets.py).
 
     accelerate launch launch/soft_targets.py --checkpoint runs/teacher/best_model.pth --data DIR --out DIR-soft
+    accelerate launch launch/soft_targets.py --checkpoint ... --out DIR-dense --topk 0 --dtype float32   # all classes
     accelerate launch --num_processes 8 --mixed_precision bf16 launch/soft_targets.py --checkpoint ... --out ...
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 launch/soft_targets.py ...   # CPU, 2 ranks
     python launch/soft_targets.py --data DIR --out DIR-soft --verify     # exit 1 and a list if anything is missing
@@ -23,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="train", choices=["train", "dev", "test"])
     p.add_argument("--topk", type=int, default=10, help="labels kept per frame; 0 = dense (all classes)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored log-probabilities")
     p.add_argument("--batch_size", type=int, default=8, help="consecutive videos per teacher forward")
     p.add_argument("--image_size", type=int, default=0, help="crop size (default: the teacher's)")
     p.add_argument("--overwrite", action="store_true", help="replace soft targets made with other settings")
@@ -61,8 +63,8 @@ def main(argv=None) -> int:
     if not acc.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
     cfg = SoftConfig(checkpoint=args.checkpoint, out=args.out, data=args.data, split=args.split, topk=args.topk,
-                     temperature=args.temperature, batch_size=args.batch_size, image_size=args.image_size,
-                     overwrite=args.overwrite, max_shards=args.max_shards)
+                     temperature=args.temperature, dtype=args.dtype, batch_size=args.batch_size,
+                     image_size=args.image_size, overwrite=args.overwrite, max_shards=args.max_shards)
     from cslr.trainer.run import shutdown_distributed
 
     try:

@@ -108,7 +108,7 @@ def test_two_ranks_every_key_once_and_sidecars_mirror_the_data(tiny_data, teache
         assert [r[0] for r in records] == shard["keys"]  # same keys, same order
         seen += [r[0] for r in records]
         for key, logp, idx, info in records:
-            assert logp.dtype == np.float16 and idx.dtype == np.int32 and logp.shape == idx.shape
+            assert logp.dtype == np.float16 and idx.dtype == np.uint8 and logp.shape == idx.shape  # V < 256
             assert logp.shape == (info["frames"], TOPK) and info["frames"] > 0
             assert (info["temperature"], info["topk"]) == (TEMPERATURE, TOPK)
             assert np.all(np.diff(logp.astype(np.float32), axis=1) <= 0)  # best first
@@ -118,13 +118,14 @@ def test_two_ranks_every_key_once_and_sidecars_mirror_the_data(tiny_data, teache
     assert sorted(seen) == sorted(all_keys) and len(seen) == len(set(seen)) == data["num_samples"]
 
     m = st.load_soft_manifest(two_ranks)
-    assert m["format"] == "cslr-soft/1" and m["split"] == "train" and m["num_samples"] == len(all_keys)
-    assert (m["teacher_sha256"], m["temperature"], m["topk"], m["vocab_size"], m["image_size"]) == \
-        (sha256_file(teacher), TEMPERATURE, TOPK, len(vocab), 32)
+    assert m["format"] == "cslr-soft/2" and m["split"] == "train" and m["num_samples"] == len(all_keys)
+    assert (m["teacher_sha256"], m["temperature"], m["topk"], m["vocab_size"], m["image_size"], m["dtype"],
+            m["index_dtype"]) == (sha256_file(teacher), TEMPERATURE, TOPK, len(vocab), 32, "float16", "uint8")
     for shard in data["shards"]:
         entry = m["shards"][shard["name"]]
         assert entry["count"] == shard["count"] and entry["data_sha256"] == shard["sha256"]
         assert entry["sha256"] == sha256_file(two_ranks / shard["name"])
+        assert entry["bytes"] == (two_ranks / shard["name"]).stat().st_size
         assert entry["keys_sha256"] == st.keys_sha256(shard["keys"])
 
 
@@ -316,7 +317,8 @@ def test_loader_skips_and_counts_a_video_the_teacher_skipped(tiny_data, two_rank
     shutil.copytree(two_ranks, out)
     samples = _raw(out / "train-000000.tar")
     key = samples[3]["__key__"]
-    samples[3] = st.skipped_members(key, "non_finite: test", TOPK, TEMPERATURE, TOPK)
+    layout = st.SoftLayout.of(TOPK, len(Vocabulary.load(tiny_data / "vocab.txt")))
+    samples[3] = st.skipped_members(key, "non_finite: test", layout, TEMPERATURE, TOPK)
     (out / "train-000000.tar").write_bytes(tar_bytes(samples)[0])
     loader = build_loader(_soft_cfg(tiny_data, out), "train", Vocabulary.load(tiny_data / "vocab.txt"), train=True)
     keys = [k for b in loader for k in b["keys"]]

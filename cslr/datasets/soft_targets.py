@@ -5,14 +5,24 @@
     python launch/soft_targets.py --data DIR --out DIR-soft --verify          # completeness + checksums, exit 1 if not
     python launch/teacher.py ... --soft_targets DIR-soft                      # the loader zips them into train batches
 
-Sidecar folder (format "cslr-soft/1"): one tar shard per data shard of the split, with the same name, the same keys
-in the same order, and per key (plain `.npy`, never pickled):
+Sidecar folder (format "cslr-soft/2"): one tar shard per data shard of the split, with the same name, the same keys
+in the same order, and per key two members (plain `.npy`, never pickled):
 
-| member          | content                                                                                   |
-| --------------- | ----------------------------------------------------------------------------------------- |
-| `soft_logp.npy` | float16 (T', K): log_softmax(teacher log-probs / T) of the K most probable labels, best first |
-| `soft_idx.npy`  | int32 (T', K): their label ids (blank = 0); `--topk 0` = dense: K = V, ids = arange(V)     |
-| `soft.json`     | {"frames": T', "hyp": greedy hypothesis (glosses), "temperature": T, "topk": K as asked}    |
+| member      | content                                                                                          |
+| ----------- | ------------------------------------------------------------------------------------------------ |
+| `soft.npy`  | structured (T',) array, one record per teacher frame with fields `logp` (K,) `--dtype` (float16  |
+|             | or float32): log_softmax(teacher log-probs / T) of the K most probable labels, best first, and   |
+|             | `idx` (K,): their label ids (blank = 0) in the smallest unsigned type that holds V (uint8 for     |
+|             | V <= 256, uint16 for V <= 65536, else int32). `--topk 0` = dense: K = V and no `idx` field (the   |
+|             | reader rebuilds arange(V)).                                                                      |
+| `soft.json` | {"frames": T', "hyp": greedy hypothesis (glosses), "temperature": T, "topk": K as asked}         |
+
+Why one array member and not one per array: a tar member costs a 512-byte header plus padding to 512 bytes,
+which is more than a top-K payload of a short video (K = 8 at fp16 + uint16 ids: 32 bytes per frame), so two
+arrays in one record halve that framing. `soft.json` stays a member of its own: the per-key hypothesis and the
+reason of a skipped video are for people and tools (`tar xOf`), and a `.npy` header cannot carry them.
+Sidecars of the earlier format "cslr-soft/1" (`soft_logp.npy` float16 + `soft_idx.npy` int32 + `soft.json`) are
+still read; generation always writes the current format.
 
 T' is the teacher's output frame count of the un-augmented video (eval transform). A video the teacher cannot
 handle (a sample that fails the loader's checks, a decode error, non-finite outputs) is NOT dropped: its key
@@ -21,11 +31,12 @@ is listed under "skipped" in the manifest; the train loader skips and counts suc
 "no_soft_target"). So the keys of a sidecar always mirror its data shard.
 
 `manifest.json` (written by rank 0 when every shard is complete): format, teacher_checkpoint, teacher_sha256,
-temperature, topk, vocab_size (blank included), split, image_size, data, num_samples, skipped, and shards
-{name: {count, sha256, keys_sha256, data_sha256, frames}}. `records/<shard>.json` marks a finished sidecar shard
+temperature, topk, vocab_size (blank included), split, image_size, dtype, index_dtype (null when dense), data,
+num_samples, skipped, and shards {name: {count, sha256, keys_sha256, data_sha256, frames, bytes, payload_bytes}}
+(`bytes`: the shard file's size; `payload_bytes`: its arrays alone, without npy headers, json and tar framing). `records/<shard>.json` marks a finished sidecar shard
 (written after the shard's atomic rename): a rerun skips shards whose record, checksum, settings and data
 checksum match, and rewrites the others (left-over temporary files are removed). Settings (teacher weights,
-T, K, split, image size) that differ from those of a non-empty folder are refused unless `--overwrite`.
+T, K, split, image size, dtype) that differ from those of a non-empty folder are refused unless `--overwrite`.
 
 Shard i goes to rank i % world_size: disjoint, every shard exactly once for any world size; a rank reads its
 shards in file order and batches consecutive videos of one shard, so the output does not depend on the
@@ -57,16 +68,60 @@ from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, read_json
 
 log = logging.getLogger("cslr.soft_targets")
 
-FORMAT = "cslr-soft/1"
-SOFT_LOGP, SOFT_IDX, SOFT_JSON = "soft_logp.npy", "soft_idx.npy", "soft.json"
-SOFT_MEMBERS = (SOFT_LOGP, SOFT_IDX, SOFT_JSON)
+FORMAT = "cslr-soft/2"
+READABLE_FORMATS = ("cslr-soft/1", FORMAT)  # /1: soft_logp.npy float16 + soft_idx.npy int32 + soft.json
+SOFT_NPY, SOFT_JSON = "soft.npy", "soft.json"
+SOFT_MEMBERS = (SOFT_NPY, SOFT_JSON)  # what generation writes per key
+SOFT_LOGP, SOFT_IDX = "soft_logp.npy", "soft_idx.npy"  # "cslr-soft/1" members, read only
+V1_MEMBERS = (SOFT_LOGP, SOFT_IDX, SOFT_JSON)
+READ_MEMBERS = (SOFT_NPY, SOFT_LOGP, SOFT_IDX, SOFT_JSON)  # what the loader zips into a sample
+DTYPES = ("float16", "float32")  # --dtype of the stored log-probabilities
+INDEX_DTYPES = ("uint8", "uint16", "int32")
 RECORDS = "records"  # per-shard completion records
-SETTINGS = ("teacher_sha256", "temperature", "topk", "vocab_size", "split", "image_size")
+SETTINGS = ("teacher_sha256", "temperature", "topk", "vocab_size", "split", "image_size", "dtype")
 
 
 class SoftTargetError(ValueError):
     """Soft targets that are missing, incomplete or do not match the data: never skipped like a bad sample (the
     loader re-raises it where it counts other read errors), a clear error for the entry points (ValueError)."""
+
+
+def index_dtype(vocab_size: int) -> str:
+    """The smallest integer type that holds label ids 0..V-1: uint8 (V <= 256), uint16 (V <= 65536), else int32."""
+    return "uint8" if vocab_size <= 1 << 8 else "uint16" if vocab_size <= 1 << 16 else "int32"
+
+
+@dataclass(frozen=True)
+class SoftLayout:
+    """How one key's soft targets are stored in `soft.npy`: K labels per frame, the log-prob dtype, the label-id
+    dtype (None: dense, ids = arange(K) are not stored)."""
+
+    k: int
+    dtype: str = "float16"
+    idx_dtype: str | None = "int32"
+
+    @classmethod
+    def of(cls, topk: int, vocab_size: int, dtype: str = "float16") -> "SoftLayout":
+        """The layout generation writes for these settings."""
+        return cls(topk or vocab_size, dtype, index_dtype(vocab_size) if topk else None)
+
+    @property
+    def record(self) -> np.dtype:
+        """The structured dtype of one teacher frame."""
+        fields = [("logp", self.dtype, (self.k,))]
+        if self.idx_dtype is not None:
+            fields.append(("idx", self.idx_dtype, (self.k,)))
+        return np.dtype(fields)
+
+    def pack(self, logp: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+        """(T', K) log-probs and label ids (ignored when dense) -> the (T',) structured array of `soft.npy`."""
+        arr = np.empty(len(logp), self.record)
+        arr["logp"] = logp
+        if self.idx_dtype is not None:
+            if idx.size and (idx.min() < 0 or idx.max() > np.iinfo(self.idx_dtype).max):
+                raise SoftTargetError(f"label ids [{idx.min()}, {idx.max()}] do not fit {self.idx_dtype}")
+            arr["idx"] = idx
+        return arr
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -86,8 +141,9 @@ def load_soft_manifest(soft_dir: str | os.PathLike) -> dict:
         manifest = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as e:
         raise SoftTargetError(f"{path}: not valid JSON ({e})") from e
-    if manifest.get("format") != FORMAT:
-        raise SoftTargetError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r} (not a soft-target folder)")
+    if manifest.get("format") not in READABLE_FORMATS:
+        raise SoftTargetError(f"{path}: format {manifest.get('format')!r}, expected one of {READABLE_FORMATS} (not a "
+                              f"soft-target folder, or written by a newer cslr)")
     missing = [k for k in ("shards", "split", "vocab_size", "topk", "temperature") if k not in manifest]
     if missing:
         raise SoftTargetError(f"{path}: lacks {missing}")
@@ -136,24 +192,30 @@ def zip_sidecar(samples: Iterable[dict], sidecar: Path) -> Iterator[dict]:
         if soft["__key__"] != key:
             raise SoftTargetError(f"shard {name}: key mismatch: data key {key!r}, sidecar key {soft['__key__']!r} "
                                   f"({sidecar} does not mirror the data shard)")
-        yield {**sample, **{m: soft[m] for m in SOFT_MEMBERS if m in soft}}
+        yield {**sample, **{m: soft[m] for m in READ_MEMBERS if m in soft}}
     extra = next_soft(key)
     if extra is not None:
         raise SoftTargetError(f"shard {name}: sidecar {sidecar} has key {extra['__key__']!r} after the data's last "
                               f"key {key!r}")
 
 
+def _members_of(sample: dict) -> tuple[str, ...]:
+    """The soft-target members a record of either format must have (the format is told by `soft.npy`)."""
+    return SOFT_MEMBERS if SOFT_NPY in sample else V1_MEMBERS
+
+
 def check_soft_members(sample: dict) -> dict:
     """The raw soft-target members of a zipped sample. Raises BadSample for a video the teacher skipped."""
     from .pipeline import BadSample
 
-    missing = [m for m in SOFT_MEMBERS if m not in sample]
+    needed = _members_of(sample)
+    missing = [m for m in needed if m not in sample]
     if missing:
         raise SoftTargetError(f"sample {sample['__key__']!r} ({sample.get('__url__', '?')}): sidecar lacks {missing}")
     info = json.loads(sample[SOFT_JSON])
     if "skipped" in info:
         raise BadSample("no_soft_target", f"the teacher skipped it: {info['skipped']}")
-    return {m: sample[m] for m in SOFT_MEMBERS}
+    return {m: sample[m] for m in needed}
 
 
 def _load_npy(data: bytes, what: str) -> np.ndarray:
@@ -163,40 +225,82 @@ def _load_npy(data: bytes, what: str) -> np.ndarray:
         raise SoftTargetError(f"{what}: unreadable ({e})") from e
 
 
+def _unpack_v2(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """`soft.npy` bytes -> (T', K) log-probs and label ids as stored (dense: arange(K) rebuilt)."""
+    arr = _load_npy(data, SOFT_NPY)
+    names = arr.dtype.names or ()
+    logp_t = arr.dtype.fields["logp"][0] if "logp" in names else None
+    idx_t = arr.dtype.fields["idx"][0] if "idx" in names else None
+    ok = (arr.ndim == 1 and names in (("logp",), ("logp", "idx")) and logp_t.base.name in DTYPES
+          and logp_t.ndim == 1 and (idx_t is None or (idx_t.base.name in INDEX_DTYPES and idx_t.shape == logp_t.shape)))
+    if not ok:
+        raise SoftTargetError(f"{SOFT_NPY}: {arr.dtype} {arr.shape}, expected a (T',) record array with fields logp "
+                              f"(K,) {'/'.join(DTYPES)} and optional idx (K,) {'/'.join(INDEX_DTYPES)}")
+    logp = arr["logp"]  # (T', K)
+    if idx_t is None:  # dense: the labels are every class in order
+        k = logp_t.shape[0]
+        return logp, np.broadcast_to(np.arange(k, dtype=index_dtype(k)), (len(arr), k))
+    return logp, arr["idx"]
+
+
+def _unpack_v1(members: dict) -> tuple[np.ndarray, np.ndarray]:
+    """"cslr-soft/1" members -> (T', K) float16 log-probs and int32 label ids."""
+    logp, idx = _load_npy(members[SOFT_LOGP], SOFT_LOGP), _load_npy(members[SOFT_IDX], SOFT_IDX)
+    if logp.dtype != np.float16 or idx.dtype != np.int32 or logp.ndim != 2 or logp.shape != idx.shape:
+        raise SoftTargetError(f"soft targets {logp.dtype}{logp.shape} / {idx.dtype}{idx.shape}, expected float16 and "
+                              f"int32 of the same shape (T', K)")
+    return logp, idx
+
+
+def unpack_soft(members: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The soft-target members of one key (either format) -> (logp (T', K), idx (T', K), soft.json) as stored."""
+    logp, idx = _unpack_v2(members[SOFT_NPY]) if SOFT_NPY in members else _unpack_v1(members)
+    info = json.loads(members[SOFT_JSON])
+    if logp.shape[0] != info["frames"]:
+        raise SoftTargetError(f"soft targets of {logp.shape[0]} frames, {SOFT_JSON} says {info['frames']}")
+    return logp, idx, info
+
+
 def decode_soft(members: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-target members -> (T', K) float32 log-probabilities and (T', K) int64 label ids."""
-    logp, idx = _load_npy(members[SOFT_LOGP], SOFT_LOGP), _load_npy(members[SOFT_IDX], SOFT_IDX)
-    frames = json.loads(members[SOFT_JSON])["frames"]
-    if logp.dtype != np.float16 or idx.dtype != np.int32 or logp.ndim != 2 or logp.shape != idx.shape \
-            or logp.shape[0] != frames:
-        raise SoftTargetError(f"soft targets {logp.dtype}{logp.shape} / {idx.dtype}{idx.shape}, expected float16 and "
-                              f"int32 of the same shape ({frames}, K)")
+    logp, idx, _ = unpack_soft(members)
     return torch.from_numpy(logp.astype(np.float32)), torch.from_numpy(idx.astype(np.int64))
 
 
 def read_sidecar(path: str | os.PathLike) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
-    """All records of one sidecar shard in order: (key, logp float16 (T', K), idx int32 (T', K), soft.json)."""
+    """All records of one sidecar shard in order: (key, logp (T', K), idx (T', K), soft.json), in the stored dtypes
+    (dense: idx = arange(V) rebuilt)."""
     from .pipeline import iter_shard
 
-    return [(s["__key__"], _load_npy(s[SOFT_LOGP], SOFT_LOGP), _load_npy(s[SOFT_IDX], SOFT_IDX),
-             json.loads(s[SOFT_JSON])) for s in iter_shard(Path(path))]
+    return [(s["__key__"], *unpack_soft(s)) for s in iter_shard(Path(path))]
+
+
+def payload_bytes(members: dict) -> int:
+    """Bytes of one record's stored arrays alone (no npy header, json or tar framing)."""
+    if SOFT_NPY in members:
+        return _load_npy(members[SOFT_NPY], SOFT_NPY).nbytes
+    return sum(_load_npy(members[m], m).nbytes for m in (SOFT_LOGP, SOFT_IDX))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Computing and encoding
 
 
-def select_soft(log_probs: torch.Tensor, temperature: float, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_soft(log_probs: torch.Tensor, temperature: float, topk: int,
+                dtype: str = "float16") -> tuple[torch.Tensor, torch.Tensor | None]:
     """(..., V) log-probs -> log_softmax(log_probs / T) restricted to the top-K labels, best first (K = 0: all V).
 
-    Returns float16 values (clamped to the float16 range) and int32 label ids, both (..., K).
+    Returns the values in `dtype` (float16 clamped to its range: a log-prob below -65504 becomes -65504) and the
+    int32 label ids (..., K), None when dense (the ids are arange(V)).
     """
     lp = torch.log_softmax(log_probs.float() / temperature, dim=-1)  # fp32, shift-invariant: = from logits
+    idx = None
     if topk:
         lp, idx = lp.topk(topk, dim=-1, largest=True, sorted=True)
-    else:
-        idx = torch.arange(lp.shape[-1], device=lp.device).expand(lp.shape)
-    return lp.clamp_min(torch.finfo(torch.float16).min).half(), idx.int()
+        idx = idx.int()
+    if dtype == "float16":
+        lp = lp.clamp_min(torch.finfo(torch.float16).min)
+    return lp.to(getattr(torch, dtype)), idx
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -205,17 +309,17 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def sample_members(key: str, logp: np.ndarray, idx: np.ndarray, info: dict) -> dict:
-    """One sidecar record (member dict for the writer)."""
-    return {"__key__": key, SOFT_LOGP: _npy(np.ascontiguousarray(logp, dtype=np.float16)),
-            SOFT_IDX: _npy(np.ascontiguousarray(idx, dtype=np.int32)),
+def sample_members(key: str, layout: SoftLayout, logp: np.ndarray, idx: np.ndarray | None, info: dict) -> dict:
+    """One sidecar record (member dict for the writer): (T', K) log-probs and label ids (None when dense)."""
+    return {"__key__": key, SOFT_NPY: _npy(layout.pack(logp, idx)),
             SOFT_JSON: json.dumps(info, sort_keys=True).encode("utf-8")}
 
 
-def skipped_members(key: str, reason: str, k: int, temperature: float, topk: int) -> dict:
-    """The explicit record of a video without soft targets (keeps the keys mirrored)."""
+def skipped_members(key: str, reason: str, layout: SoftLayout, temperature: float, topk: int) -> dict:
+    """The explicit record of a video without soft targets (keeps the keys mirrored): 0 frames."""
     info = {"frames": 0, "hyp": "", "temperature": temperature, "topk": topk, "skipped": reason}
-    return sample_members(key, np.zeros((0, k), np.float16), np.zeros((0, k), np.int32), info)
+    empty = np.zeros((0, layout.k), np.float32)
+    return sample_members(key, layout, empty, empty.astype(np.int32), info)
 
 
 def keys_sha256(keys: list[str]) -> str:
@@ -234,6 +338,7 @@ class SoftConfig:
     split: str = "train"
     topk: int = 10                # labels kept per frame; 0 = dense (all V)
     temperature: float = 1.0
+    dtype: str = "float16"        # stored log-probabilities: float16 or float32
     batch_size: int = 8           # consecutive videos of one shard per teacher forward
     image_size: int = 0           # 0: the teacher's training image size
     overwrite: bool = False       # replace soft targets made with other settings
@@ -262,7 +367,7 @@ def _check_out_folder(out: Path, data_dir: Path, settings: dict, overwrite: bool
     if out.resolve() == data_dir.resolve():
         raise SoftTargetError(f"--out {out} is the data folder: sidecars have the data shards' names")
     manifest = read_json_record(out / MANIFEST)
-    if (out / MANIFEST).is_file() and (manifest is None or manifest.get("format") != FORMAT):
+    if (out / MANIFEST).is_file() and (manifest is None or manifest.get("format") not in READABLE_FORMATS):
         raise SoftTargetError(f"{out / MANIFEST}: not a soft-target manifest; choose another --out")
     if overwrite:
         return
@@ -288,10 +393,10 @@ class _ShardWriter:
     def __init__(self, cfg: SoftConfig, settings: dict, model, vocab, decoder, accelerator):
         self.cfg, self.settings, self.model, self.vocab = cfg, settings, model, vocab
         self.decoder, self.acc = decoder, accelerator
-        self.k = cfg.topk or settings["vocab_size"]
+        self.layout = SoftLayout.of(cfg.topk, settings["vocab_size"], cfg.dtype)
 
     def skipped(self, key: str, reason: str) -> dict:
-        return skipped_members(key, reason, self.k, self.cfg.temperature, self.cfg.topk)
+        return skipped_members(key, reason, self.layout, self.cfg.temperature, self.cfg.topk)
 
     def batches(self, path: Path, order: list, records: dict) -> Iterator[tuple[dict, int]]:
         """Decoded batches of consecutive videos of one data shard in file order, with the number of videos each
@@ -335,17 +440,19 @@ class _ShardWriter:
         with self.acc.autocast():
             out = self.model(**inputs, lengths=batch["lengths"].to(dev))
         lp, lens = out["log_probs"].float(), out["lengths"]  # (B, T', V), (B,)
-        logp, idx = select_soft(lp, self.cfg.temperature, self.cfg.topk)  # (B, T', K) each
+        logp, idx = select_soft(lp, self.cfg.temperature, self.cfg.topk, self.cfg.dtype)  # (B, T', K) each
         finite = torch.isfinite(lp).flatten(1).all(1).cpu()  # padded frames are finite too (masked features)
         hyps = greedy_decode(lp.cpu(), lens.cpu())
-        logp, idx, lens = logp.cpu().numpy(), idx.cpu().numpy(), lens.cpu().tolist()
+        logp, lens = logp.cpu().numpy(), lens.cpu().tolist()
+        idx = None if idx is None else idx.cpu().numpy()
         for i, key in enumerate(batch["keys"]):
             if not finite[i]:
                 records[key] = self.skipped(key, "non_finite: the teacher's log-probabilities are not finite")
                 continue
             info = {"frames": int(lens[i]), "hyp": " ".join(self.vocab.decode(hyps[i])),
                     "temperature": self.cfg.temperature, "topk": self.cfg.topk}
-            records[key] = sample_members(key, logp[i, :lens[i]], idx[i, :lens[i]], info)
+            records[key] = sample_members(key, self.layout, logp[i, :lens[i]],
+                                          None if idx is None else idx[i, :lens[i]], info)
 
     def write(self, data_dir: Path, out: Path, entry: dict, bar) -> dict:
         """Generate, write atomically, then record the sidecar shard of one data shard entry."""
@@ -364,7 +471,9 @@ class _ShardWriter:
         skipped = [{"id": k, "reason": json.loads(records[k][SOFT_JSON])["skipped"]}
                    for k in order if "skipped" in json.loads(records[k][SOFT_JSON])]
         frames = sum(json.loads(records[k][SOFT_JSON])["frames"] for k in order)
+        payload = sum(payload_bytes(records[k]) for k in order)
         record = {"name": name, "count": written["count"], "sha256": written["sha256"], "frames": frames,
+                  "bytes": written["bytes"], "payload_bytes": payload,
                   "keys_sha256": keys_sha256(order), "data_sha256": entry["sha256"], "skipped": skipped,
                   "settings": self.settings}
         atomic_write_json(_record_path(out, name), record)
@@ -428,12 +537,13 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
         raise SoftTargetError(f"{data_dir / MANIFEST}: no split {cfg.split!r} (has {sorted(manifest['splits'])})")
     if Vocabulary.load(data_dir / VOCAB).glosses != vocab.glosses:
         raise SoftTargetError(f"{cfg.checkpoint}: the teacher's vocabulary differs from {data_dir / VOCAB}")
-    if cfg.topk < 0 or cfg.topk > len(vocab) or not cfg.temperature > 0:
-        raise SoftTargetError(f"--topk must be in [0, {len(vocab)}] (0 = dense) and --temperature > 0, "
-                              f"got {cfg.topk} and {cfg.temperature}")
+    if cfg.topk < 0 or cfg.topk > len(vocab) or not cfg.temperature > 0 or cfg.dtype not in DTYPES:
+        raise SoftTargetError(f"--topk must be in [0, {len(vocab)}] (0 = dense), --temperature > 0 and --dtype one "
+                              f"of {DTYPES}, got {cfg.topk}, {cfg.temperature} and {cfg.dtype!r}")
     data_cfg = _data_config(ck, cfg, data_dir)
     settings = {"teacher_sha256": sha256_file(cfg.checkpoint), "temperature": float(cfg.temperature),
-                "topk": int(cfg.topk), "vocab_size": len(vocab), "split": cfg.split, "image_size": data_cfg.image_size}
+                "topk": int(cfg.topk), "vocab_size": len(vocab), "split": cfg.split, "image_size": data_cfg.image_size,
+                "dtype": cfg.dtype}
     out = Path(cfg.out)
     entries = manifest["splits"][cfg.split]["shards"]
 
@@ -454,9 +564,9 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
     if cfg.max_shards:
         mine = mine[:cfg.max_shards]
     if acc.is_main_process:
-        log.info("%d of %d %s shards complete; generating %d on %d ranks (T %g, top-K %s, image size %d)",
+        log.info("%d of %d %s shards complete; generating %d on %d ranks (T %g, top-K %s, %s, image size %d)",
                  len(entries) - len(todo), len(entries), cfg.split, len(todo), acc.num_processes, cfg.temperature,
-                 cfg.topk or "dense", data_cfg.image_size)
+                 cfg.topk or "dense", cfg.dtype, data_cfg.image_size)
 
     model.to(acc.device).requires_grad_(False)
     writer = _ShardWriter(cfg, settings, model, vocab, EvalDecoder(data_cfg, vocab, manifest, cfg.split), acc)
@@ -488,10 +598,11 @@ def _soft_manifest(out: Path, entries: list[dict], settings: dict, checkpoint: s
     records = [read_json_record(_record_path(out, e["name"])) for e in entries]
     skipped = [{**s, "shard": r["name"]} for r in records for s in r["skipped"]]
     return {
-        "format": FORMAT, "teacher_checkpoint": checkpoint, **settings, "data": data,
-        "num_samples": sum(r["count"] for r in records), "skipped": skipped,
-        "shards": {r["name"]: {k: r[k] for k in ("count", "sha256", "keys_sha256", "data_sha256", "frames")}
-                   for r in records},
+        "format": FORMAT, "teacher_checkpoint": checkpoint, **settings,
+        "index_dtype": SoftLayout.of(settings["topk"], settings["vocab_size"], settings["dtype"]).idx_dtype,
+        "data": data, "num_samples": sum(r["count"] for r in records), "skipped": skipped,
+        "shards": {r["name"]: {k: r[k] for k in ("count", "sha256", "keys_sha256", "data_sha256", "frames", "bytes",
+                                                  "payload_bytes")} for r in records},
     }
 
 
