@@ -5,6 +5,7 @@ autocast, non-finite losses skipped, clear errors on bad flags and missing data.
 from __future__ import annotations
 
 import json
+import time
 import math
 import sys
 from pathlib import Path
@@ -270,6 +271,31 @@ def test_nonfinite_loss_is_skipped_and_counted(tiny_data, tmp_path):
     # ... while the finite batch 1 did change it
     assert not all(torch.equal(before[0][k], before[1][k]) for k in before[0])
     assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+class _SlowLoader:
+    """The trainer's loader with `delay` seconds of waiting before each batch (a starved GPU, in miniature)."""
+
+    def __init__(self, loader, delay: float):
+        self.loader, self.delay = loader, delay
+
+    def __iter__(self):
+        for batch in self.loader:
+            time.sleep(self.delay)
+            yield batch
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def test_data_wait_fraction_is_recorded_and_sees_a_slow_loader(tiny_data, tmp_path):
+    tr = _in_process_trainer(tiny_data, tmp_path / "o", max_steps=3)
+    tr.train_loader = _SlowLoader(tr.train_loader, 0.5)
+    tr.train()
+    rec = tr.state["history"][-1]
+    # the 3 batches each slept 0.5 s before arriving: all of it is counted as waiting
+    assert rec["data_wait_s"] >= 1.5, rec
+    assert 0.0 < rec["data_wait_fraction"] <= 1.0
 
 
 def test_too_many_nonfinite_losses_stop_with_checkpoints_intact(tiny_data, tmp_path):

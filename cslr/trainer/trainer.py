@@ -259,7 +259,11 @@ class Trainer:
                        disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
             t_epoch, samples_epoch = time.time(), 0
             interrupted = False
+            # Time blocked on the loader vs the whole loop: the fraction says whether the loader feeds the model.
+            wait_s, t_loop = 0.0, time.perf_counter()
+            t_ready = t_loop
             for batch in self.train_loader:
+                wait_s += time.perf_counter() - t_ready
                 if st["batches_done"] >= n_batches:
                     break
                 res = self.train_step(batch)
@@ -290,6 +294,8 @@ class Trainer:
                         self.save("periodic")
                     if cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps:
                         break
+                t_ready = time.perf_counter()
+            loop_s = time.perf_counter() - t_loop
             bar.close()
             self._log_skips(epoch)
             st["train_time_s"] = t_train0 + time.time() - start
@@ -299,8 +305,10 @@ class Trainer:
             total, count = self._sum_ranks(self._epoch_loss)
             mean_loss = total / count if count else float("nan")
             done_epoch = st["batches_done"] >= n_batches
+            wait_s, loop_s = self._sum_ranks([wait_s, loop_s])
             rec = {"epoch": epoch + 1, "step": st["global_step"], "train_loss": mean_loss,
-                   "epoch_time_s": time.time() - t_epoch, "dev_wer": None}
+                   "epoch_time_s": time.time() - t_epoch, "data_wait_s": wait_s,
+                   "data_wait_fraction": wait_s / loop_s if loop_s > 0 else None, "dev_wer": None}
             last = epoch + 1 == cfg.optim.epochs or (cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps)
             if (epoch + 1) % cfg.run.eval_every == 0 or last:
                 res = self.evaluate_dev(beam_width=0)
@@ -309,11 +317,12 @@ class Trainer:
             if st["history"] and st["history"][-1]["epoch"] == rec["epoch"]:
                 st["history"].pop()  # the record of this epoch's part before a --max_steps stop and resume
             st["history"].append(rec)
-            acc.log({"epoch/train_loss": mean_loss, **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
+            acc.log({"epoch/train_loss": mean_loss, "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
+                     **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
                     step=st["global_step"])
             wer_s = f"{rec['dev_wer']:.1f}%" if rec["dev_wer"] is not None else "-"
-            logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs", epoch + 1, wer_s, mean_loss,
-                        st["global_step"], rec["epoch_time_s"])
+            logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs | data wait %.1f%%", epoch + 1, wer_s,
+                        mean_loss, st["global_step"], rec["epoch_time_s"], 100 * (rec["data_wait_fraction"] or 0.0))
             if acc.is_main_process:
                 plot_curves(st["history"], st["steps"], self.out / "training_curves.png")
             epoch += 1
