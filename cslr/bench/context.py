@@ -26,6 +26,22 @@ def default_work_dir() -> Path:
     return Path(os.environ.get("CSLR_CACHE", Path.home() / ".cache" / "cslr")) / "bench"
 
 
+def cpu_info() -> dict:
+    """{"cpu": model name, "cpu_bf16": native bf16 instructions (AVX512-BF16 or AMX)}: CPU bf16 autocast is
+    only fast with them. Linux /proc/cpuinfo; elsewhere the platform's processor string and None."""
+    name, flags = platform.processor() or platform.machine(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("", platform.machine()):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and flags is None:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"cpu": name, "cpu_bf16": None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})}
+
+
 @dataclass
 class BenchContext:
     out: Path                       # bench.json, bench.md and the plots
@@ -48,7 +64,7 @@ class BenchContext:
     def describe(self) -> dict:
         """The machine and settings, recorded in bench.json so figures are never read without their device."""
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "gpu": gpu,
+        return {**cpu_info(), "cpu_count": os.cpu_count(), "gpu": gpu,
                 "torch": torch.__version__, "repeats": self.repeats, "warmup": self.warmup, "threads": self.threads,
                 "workers": self.workers, "quick": self.quick, "device": self.device}
 

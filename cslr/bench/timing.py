@@ -74,6 +74,18 @@ def reset_peak_memory() -> None:
             f.write("5")
 
 
+def current_memory_mb(device: str = "cpu") -> float:
+    """Memory in use now, MB: CUDA allocated bytes on "cuda", else the process's resident set (VmRSS; Linux)."""
+    if device == "cuda":
+        return torch.cuda.memory_allocated() / 1e6
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    return float("nan")
+
+
 def peak_memory_mb(device: str = "cpu") -> float:
     """Peak memory since `reset_peak_memory`, MB (1e6 bytes): CUDA allocated bytes on "cuda", else the process's
     peak resident set (VmHWM on Linux; ru_maxrss elsewhere, KiB on Linux and bytes on macOS)."""
