@@ -194,6 +194,30 @@ def test_kd_ddp_two_processes_online(tiny_data, teacher_ckpt, tmp_path):
     assert "KD (online)" in (out / "training.log").read_text()
 
 
+@pytest.mark.slow
+def test_kd_deepspeed_zero2_two_processes_online(tiny_data, teacher_ckpt, tmp_path):
+    """The student under DeepSpeed ZeRO-2 (2 CPU ranks) with the frozen teacher outside the engine (DESIGN.md)."""
+    out = tmp_path / "kd-ds"
+    flags = ["--data", str(tiny_data), "--output_dir", str(out), "--arch", "student_tiny", "--modality", "rgb",
+             "--image_size", "32", "--batch_size", "4", "--num_workers", "0", "--epochs", "2",
+             "--learning_rate", "0.003", "--warmup_epochs", "0.5", "--report_to", "none", "--beam_width", "0",
+             "--seed", "1", "--resume", "", "--teacher_checkpoint", str(teacher_ckpt), "--alpha", "0.5",
+             "--temperature", "2.0"]
+    proc = run_cmd(accelerate_cmd("--config_file", str(REPO / "configs/accelerate/deepspeed_zero2.yaml"),
+                                  "--num_processes", "2", "--main_process_port", str(free_port()), STUDENT, *flags),
+                   env=clean_env(DS_ACCELERATOR="cpu", ACCELERATE_USE_CPU="true"), timeout=1200)
+    assert proc.returncode == 0, f"STDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    res = json.loads((out / "results.json").read_text())
+    assert res["world_size"] == 2 and res["test_wer"] is not None
+    losses = [h["train_loss"] for h in res["history"]]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
+    ck = torch.load(out / "best_model.pth", map_location="cpu", weights_only=True)
+    assert ck["model_name"] == "student_tiny" and all(v.numel() > 0 for v in ck["model"].values())  # gathered
+    # the teacher stayed out of the engine: the saved model holds the student's weights only
+    assert not any(k.startswith("teacher") for k in ck["model"])
+    assert "KD (online)" in (out / "training.log").read_text()
+
+
 def test_missing_teacher_is_a_clear_error(tiny_data, tmp_path):
     proc = run_cmd([sys.executable, STUDENT, "--data", str(tiny_data), "--output_dir", str(tmp_path / "o"),
                     "--report_to", "none", "--arch", "student_tiny", "--num_workers", "0", "--resume", "",
