@@ -581,6 +581,52 @@ def print_summary(manifest: dict, out_dir: Path, seconds: float, reused: int, co
             print(f"    skipped {s['id']}: {s['reason']}", file=file)
 
 
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_phoenix2014(data_dir: str | os.PathLike, release_dir: str | os.PathLike,
+                       pose_dir: str | os.PathLike | None = None, splits=SPLITS, compress_level: int = 6) -> Path:
+    """Write a prepared shard folder (e.g. a synthetic corpus) back out in the official PHOENIX-2014 layout.
+
+    The inverse of `convert("phoenix2014", ...)`, for benchmarks and tests that need a PNG-per-frame corpus:
+    `release_dir/phoenix-2014-multisigner/annotations/manual/{split}.corpus.csv` (id|folder|signer|annotation)
+    and `.../features/fullFrame-210x260px/{split}/<id>/1/<id>.avi_pid0_fn000000-0.png`, frames decoded from the
+    shards' JPEGs (so not bit-identical to the generator's pixels); with `pose_dir`, the landmarks as float32
+    `<pose_dir>/<split>/<id>.npy` (what `convert(..., pose_dir=...)` reads). Returns the corpus folder.
+
+        export_phoenix2014("data/synth_phoenix", "/tmp/phoenix2014-release", pose_dir="/tmp/poses")
+        python launch/prepare.py phoenix2014 --root /tmp/phoenix2014-release --out data/p --pose-dir /tmp/poses
+    """
+    from .pipeline import iter_shard  # the shard reader; a module-level import would tie converting to torch
+    from .schema import GLOSS, META, POSE, RGB, decode_pose, unpack_jpegs
+    from .writer import load_manifest
+
+    spec = CORPORA["phoenix2014"]
+    data_dir, corpus = Path(data_dir), Path(release_dir) / spec.folder
+    manifest = load_manifest(data_dir)
+    for split in splits:
+        lines = ["|".join(spec.header)]
+        frames_dir = corpus / FRAMES_DIR.format(split=split)
+        for shard in manifest["splits"].get(split, {}).get("shards", []):
+            for sample in iter_shard(data_dir / shard["name"]):
+                key, meta = sample["__key__"], json.loads(sample[META])
+                folder = frames_dir / key / "1"
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, jpeg in enumerate(unpack_jpegs(sample[RGB])):
+                    with Image.open(io.BytesIO(jpeg)) as im:
+                        im.convert("RGB").save(folder / f"{key}.avi_pid0_fn{i:06d}-0.png",
+                                               compress_level=compress_level)
+                if pose_dir is not None and POSE in sample:
+                    (Path(pose_dir) / split).mkdir(parents=True, exist_ok=True)
+                    np.save(Path(pose_dir) / split / f"{key}.npy", decode_pose(sample[POSE]).astype(np.float32))
+                gloss = sample[GLOSS].decode("utf-8")
+                lines.append(f"{key}|{key}/1/*.png|{meta.get('signer', '')}|{gloss}")
+        csv = corpus / spec.csv.format(split=split)
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        csv.write_text("\n".join(lines) + "\n", "utf-8")
+    return corpus
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
