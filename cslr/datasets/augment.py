@@ -98,6 +98,19 @@ def crop_resize(frames: torch.Tensor, box: tuple[int, int, int], size: int, flip
     return x.flip(-1) if flip else x
 
 
+def crop_resize_hwc(frames: list[torch.Tensor], box: tuple[int, int, int], size: int,
+                    flip: bool = False) -> torch.Tensor:
+    """U x (H, W, 3) uint8 frames (a JPEG decoder's layout) -> (U, 3, size, size) uint8, as `crop_resize`.
+
+    Only the crop windows are copied (one stack), into (U, side, side, 3) memory, i.e. channels_last: the
+    layout of torch's vectorised uint8 antialiased kernel, twice as fast as on contiguous (U, 3, H, W).
+    The result is channels_last in memory; `.contiguous()` (or a copy into a batch) gives the usual layout.
+    """
+    y0, x0, side = box
+    clip = torch.stack([f[y0:y0 + side, x0:x0 + side] for f in frames]).permute(0, 3, 1, 2)  # (U, 3, side, side)
+    return crop_resize(clip, (0, 0, side), size, flip)
+
+
 def _mirror_landmarks(pose: torch.Tensor) -> torch.Tensor:
     """Swap the left and right landmarks of a full Holistic layout (K = 543); other layouts unchanged."""
     if pose.shape[1] != NUM_LANDMARKS:

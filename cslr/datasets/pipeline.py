@@ -409,20 +409,19 @@ class _Stream:
     # -- decoding ---------------------------------------------------------------------------------
 
     def decode_item(self, it: _Item) -> dict:
-        """(T', 3, S, S) uint8 frames and (T', K, 3) float32 landmarks of one video, augmented."""
+        """One video, augmented: "rgb" (U, 3, S, S) uint8 (channels_last) of the U distinct frames it needs and
+        "rgb_index" (T',) int64, its frames in order (`collate` expands them); "pose" (T', K, 3) float32."""
         p, size = it.params, self.cfg.image_size
         idx = augment.temporal_indices(it.num_frames, p.num_frames_out)  # (T',)
         out = {}
         if it.rgb is not None:
             jpegs = unpack_jpegs(it.rgb)
             uniq, inverse = torch.unique(idx, return_inverse=True)  # decode each needed frame once
-            data = [torch.frombuffer(bytearray(jpegs[i]), dtype=torch.uint8) for i in uniq.tolist()]
-            with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
-                warnings.simplefilter("ignore", DeprecationWarning)
-                frames = torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB))  # (U, 3, H, W)
-            height, width = frames.shape[-2:]
+            frames = decode_jpegs([jpegs[i] for i in uniq.tolist()])  # U x (H, W, 3)
+            height, width = frames[0].shape[:2]
             box = augment.crop_box(height, width, p)
-            out["rgb"] = augment.crop_resize(frames, box, size, p.flip)[inverse]  # (T', 3, S, S)
+            out["rgb"] = augment.crop_resize_hwc(frames, box, size, p.flip)  # (U, 3, S, S)
+            out["rgb_index"] = inverse
         else:
             height, width = it.frame_size
             box = augment.crop_box(height, width, p)
@@ -449,6 +448,30 @@ class _Stream:
         return batch
 
 
+def decode_jpegs(jpegs: list) -> list[torch.Tensor]:
+    """JPEG streams -> (H, W, 3) uint8 frames, views of the decoder's own output (no copy)."""
+    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        frames = decode_jpeg(data, mode=ImageReadMode.RGB)  # (3, H, W) views of (H, W, 3) buffers
+    return [f.permute(1, 2, 0) for f in frames]
+
+
+def _row_length(row: dict) -> int:
+    if "rgb_index" in row:
+        return row["rgb_index"].shape[0]
+    return next(iter(row.values())).shape[0]
+
+
+def _batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory from the start, so that sending the batch
+    to the main process does not copy it (what `default_collate` does)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
 def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmarks: int, soft_k: int = 0) -> dict:
     """Pad decoded videos into a batch (see `build_loader`); an empty list gives one invalid row.
 
@@ -459,13 +482,17 @@ def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmark
         rows = [{"rgb": torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8),
                  "pose": torch.zeros(1, pose_landmarks, 3),
                  "soft_logp": torch.zeros(1, soft_k), "soft_idx": torch.zeros(1, soft_k, dtype=torch.int64)}]
-    lengths = torch.tensor([next(iter(r.values())).shape[0] for r in rows], dtype=torch.int64)  # (B,)
+    lengths = torch.tensor([_row_length(r) for r in rows], dtype=torch.int64)  # (B,)
     b, t = len(rows), int(lengths.max())
     batch = {}
     for m in cfg.modalities:
-        x = torch.zeros((b, t) + rows[0][m].shape[1:], dtype=rows[0][m].dtype)  # (B, T, ...)
-        for i, r in enumerate(rows):
-            x[i, :r[m].shape[0]] = r[m]
+        x = _batch_tensor((b, t) + rows[0][m].shape[1:], rows[0][m].dtype)  # (B, T, ...)
+        for i, (r, n) in enumerate(zip(rows, lengths.tolist())):
+            if m == "rgb" and "rgb_index" in r:  # expand the distinct frames straight into the batch
+                torch.index_select(r[m], 0, r["rgb_index"], out=x[i, :n])
+            else:
+                x[i, :n] = r[m]
+            x[i, n:] = 0
         batch[m] = x
     targets = [it.targets for it in items] or [[]]
     batch["lengths"] = lengths
