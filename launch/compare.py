@@ -8,7 +8,7 @@ checkpoint size on disk and fp32 weights size (MB = 1e6 bytes), and throughput i
 frames (plus landmarks for pose models) of `--image_size`:
   - CPU with `--threads` threads (default 2): batch 1 "streaming" (one clip of `--frames` frames) = `cpu_fps`,
     and `--batch` clips at once = `cpu_fps_batched`;
-  - ONNX Runtime on CPU, batch 1 (launch/export.py's export and session; a model that does not export records
+  - ONNX Runtime on CPU, batch 1 (cslr.models.export's export and session; a model that does not export records
     the reason in `onnx_error`);
   - GPU in bf16 autocast, batch 1 and batched, when a GPU is present (else null).
 Each speed is the median of `--repeats` timed runs after a warm-up, with the min and max (`*_min`, `*_max`).
@@ -23,18 +23,18 @@ Tests: `/work/venv/bin/pytest tests/test_compare.py -q`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from cslr.bench.context import cpu_info
+from cslr.bench.timing import cpu_threads, fps_stats
+from cslr.models import export
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,33 +106,6 @@ def weights_mb(model: torch.nn.Module) -> float:
 # ------------------------------------------------------------------------------------------------ timing
 
 
-@contextlib.contextmanager
-def cpu_threads(n: int):
-    """Run the block with `n` intra-op threads, then restore the previous setting."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def fps_stats(fn, frames: int, repeats: int, warmup: int = 1, sync=None) -> dict:
-    """Call `fn` `warmup` times, then time `repeats` calls -> frames/s {"fps": median, "fps_min", "fps_max"}."""
-    for _ in range(warmup):
-        fn()
-    if sync:
-        sync()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        rates.append(frames / (time.perf_counter() - t0))
-    return {"fps": statistics.median(rates), "fps_min": min(rates), "fps_max": max(rates)}
-
-
 def torch_fps(model, names: tuple, inputs: tuple, repeats: int, device: str = "cpu", bf16: bool = False) -> dict:
     """Frames/s of the model's forward on whole clips `inputs`, the tensors of the model inputs `names`."""
     B, T = inputs[0].shape[:2]
@@ -149,7 +122,6 @@ def torch_fps(model, names: tuple, inputs: tuple, repeats: int, device: str = "c
 
 def onnx_fps(model, path: Path, inputs: tuple, threads: int, image_size: int, frames: int, repeats: int) -> dict:
     """Export `model` to `path` and time ONNX Runtime on the batch-1 clip `inputs` -> fps stats + file size."""
-    export = _sibling("export")
     export.export_onnx(model, path, image_size, frames)
     session = export.onnx_session(path, threads=threads)
     arrays = tuple(x.numpy() for x in inputs)
@@ -159,7 +131,6 @@ def onnx_fps(model, path: Path, inputs: tuple, threads: int, image_size: int, fr
 
 def measure_speed(model, row: dict, args, onnx_dir: Path) -> None:
     """CPU (PyTorch batch 1 and batched, ONNX Runtime batch 1) and GPU throughput into `row`."""
-    export = _sibling("export")
     names = export.LogProbs(model).inputs
     clip = export.example_inputs(names, 1, args.frames, args.image_size)               # (1, T, 3, S, S) ...
     batch = export.example_inputs(names, args.batch, args.frames, args.image_size)     # (B, T, 3, S, S) ...
@@ -346,9 +317,6 @@ def plot(result: dict, path: Path) -> None:
 
 
 def settings(args, acc) -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
     try:
         import onnxruntime
 
@@ -357,7 +325,7 @@ def settings(args, acc) -> dict:
         ort = None
     return {"beam": args.beam, "threads": args.threads, "image_size": args.image_size, "frames": args.frames,
             "batch": args.batch, "repeats": args.repeats, "warmup": 1, "data": args.data or None,
-            "eval_device": str(acc.device), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "eval_device": str(acc.device), **cpu_info(), "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "onnxruntime": ort}
 

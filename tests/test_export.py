@@ -1,39 +1,37 @@
-"""ONNX export: parity with PyTorch (max abs log-prob difference <= 1e-3) on a clip of another length than the one
-exported (dynamic time axis), for the BiLSTM and conv heads, through the API and the CLI.
+"""ONNX export (cslr/models/export.py, CLI launch/export.py): parity with PyTorch (max abs log-prob difference <= 1e-3)
+on clips of other lengths, batch sizes and frame sizes than the example exported (dynamic axes), for the BiLSTM
+and conv heads, through the API and the CLI.
 
 Run: `/work/venv/bin/pytest tests/test_export.py -q`
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pytest
 import torch
 
 from conftest import REPO, randomise_norms, run_cmd
+from cslr.models import export
 from cslr.models.registry import build_model
 
 pytest.importorskip("onnxruntime")
-spec = importlib.util.spec_from_file_location("cslr_export", REPO / "launch" / "export.py")
-export = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export)
 
 
 @pytest.mark.parametrize("head", ["lstm", "conv"])
-def test_onnx_parity_with_a_dynamic_time_axis(head, tmp_path):
+def test_onnx_parity_with_dynamic_batch_time_and_size(head, tmp_path):
     torch.manual_seed(0)
     model = randomise_norms(build_model("student_tiny", 9, head=head)).eval()
     path = export.export_onnx(model, tmp_path / "s.onnx", image_size=32, frames=8)
     session = export.onnx_session(path, threads=1)
-    for T in (1, 5, 8, 23):  # exported at 8 frames
-        (rgb,) = export.example_inputs(("rgb",), 1, T, 32, seed=T)
+    for B, T, S in ((1, 1, 32), (1, 5, 32), (3, 8, 32), (3, 23, 32), (2, 7, 48)):  # exported at B=1, T=8, S=32
+        (rgb,) = export.example_inputs(("rgb",), B, T, S, seed=T)
         got = export.run_onnx(session, rgb)
         with torch.no_grad():
             ref = model(rgb)["log_probs"].numpy()
-        assert got.shape == ref.shape == (1, -(-T // 4), 9)
-        assert abs(got - ref).max() <= 1e-3, (T, abs(got - ref).max())
+        assert got.shape == ref.shape == (B, -(-T // 4), 9)
+        assert abs(got - ref).max() <= 1e-3, (B, T, S, abs(got - ref).max())
 
 
 def test_export_cli_writes_and_checks(tmp_path):
@@ -46,7 +44,7 @@ def test_export_cli_writes_and_checks(tmp_path):
     proc = run_cmd([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path / "s.pth"),
                     "--out", str(tmp_path / "s.onnx"), "--frames", "12", "--check_frames", "29"], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "s.onnx").is_file() and "parity at T=29" in proc.stdout and "24x24" in proc.stdout
+    assert (tmp_path / "s.onnx").is_file() and "parity at B=2, T=29" in proc.stdout and "24x24" in proc.stdout
     bad = run_cmd([sys.executable, str(REPO / "launch" / "export.py"), "--checkpoint", str(tmp_path / "no.pth"),
                    "--out", str(tmp_path / "x.onnx")], timeout=120)
     assert bad.returncode == 2 and "no.pth not found" in bad.stderr

@@ -1,0 +1,100 @@
+"""ONNX export of a cslr model and the ONNX Runtime inference path: one graph for any batch, time and frame size.
+
+    python launch/export.py --checkpoint runs/student/best_model.pth --out student.onnx   # the CLI over this module
+
+The graph takes "rgb" uint8 (B, T, 3, H, W) (and "pose" float32 (B, T, 543, 3) for pose models), every frame of
+every clip valid (no padding: clips of one batch have one length), and returns "log_probs" float32
+(B, ceil(T / 4), V). Batch, time and frame size are dynamic axes: the LSTM's zero initial state is built from the
+input's batch (an Expand in the graph) rather than baked in from the example, and the frame encoder's global
+average pool takes any H, W (the quality of a model trained at S is another matter).
+
+Tests: `/work/venv/bin/pytest tests/test_export.py -q`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+NUM_LANDMARKS = 543
+
+
+class LogProbs(nn.Module):
+    """The model's forward on whole clips (no padding), returning only the log-probabilities: the exported graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        modality = model.cfg.modality
+        self.inputs = tuple(m for m in ("rgb", "pose") if m in modality.split("+"))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The tensors of `self.inputs`, in that order (a pose-only model takes only the landmarks)."""
+        return self.model(**dict(zip(self.inputs, inputs)))["log_probs"]  # (B, T', V)
+
+
+def example_inputs(names: tuple[str, ...], batch: int, frames: int, image_size: int, seed: int = 0) -> tuple:
+    """Random uint8 frames (B, T, 3, S, S) and landmarks (B, T, 543, 3) in [0, 1] for the named inputs."""
+    g = torch.Generator().manual_seed(seed)
+    make = {
+        "rgb": lambda: torch.randint(0, 256, (batch, frames, 3, image_size, image_size), dtype=torch.uint8, generator=g),
+        "pose": lambda: torch.rand(batch, frames, NUM_LANDMARKS, 3, generator=g),
+    }
+    return tuple(make[n]() for n in names)
+
+
+def export_onnx(model: nn.Module, path: str | Path, image_size: int, frames: int = 16, opset: int = 18) -> Path:
+    """Export `model` (eval mode) to `path` with dynamic batch, time and frame size; returns the path.
+
+    Args:
+        model: a cslr model (`forward(rgb, pose, lengths)` dict with "log_probs", a `cfg.modality`).
+        path: the .onnx file to write.
+        image_size: S of the example frames (any size runs afterwards).
+        frames: T of the example clip (any T >= 1 runs afterwards).
+        opset: ONNX opset version.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = LogProbs(model.eval()).eval()
+    args = example_inputs(wrapper.inputs, 1, frames, image_size)
+    axes = {"rgb": {0: "batch", 1: "time", 3: "height", 4: "width"}, "pose": {0: "batch", 1: "time"}}
+    # The TorchScript-based exporter: it writes nn.LSTM as one ONNX LSTM node over a symbolic time axis, where
+    # torch.export (dynamo=True) unrolls the recurrence over the example's length. A dynamic batch axis makes it
+    # expand the LSTM's zero initial state to the input's batch instead of baking in the example's.
+    torch.onnx.export(wrapper, args, str(path), input_names=list(wrapper.inputs), output_names=["log_probs"],
+                      dynamic_axes={**{n: axes[n] for n in wrapper.inputs}, "log_probs": {0: "batch", 1: "frames"}},
+                      opset_version=opset, dynamo=False)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime CPU session (threads 0: the runtime's default), all graph optimisations on."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, *inputs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Run the exported graph on inputs in its input order -> log-probs (B, T', V) as numpy."""
+    names = [i.name for i in session.get_inputs()]
+    feeds = {n: (x.numpy() if torch.is_tensor(x) else x) for n, x in zip(names, inputs)}
+    return session.run(["log_probs"], feeds)[0]
+
+
+def parity(model: nn.Module, path: str | Path, image_size: int, frames: int, seed: int = 1, batch: int = 1) -> float:
+    """Max abs difference of log-probs between ONNX Runtime and PyTorch on `batch` random clips of `frames` frames."""
+    wrapper = LogProbs(model.eval()).eval()
+    inputs = example_inputs(wrapper.inputs, batch, frames, image_size, seed)
+    with torch.no_grad():
+        ref = wrapper(*inputs).numpy()
+    got = run_onnx(onnx_session(path), *inputs)
+    if got.shape != ref.shape:
+        raise AssertionError(f"ONNX output shape {got.shape} != PyTorch {ref.shape}")
+    return float(np.abs(got - ref).max())
