@@ -6,28 +6,33 @@
     python launch/teacher.py ... --soft_targets DIR-soft                      # the loader zips them into train batches
 
 Sidecar folder (format "cslr-soft/2"): one tar shard per data shard of the split, with the same name, the same keys
-in the same order, and per key two members (plain `.npy`, never pickled):
+in the same order, and per key ONE member, `soft.npy` (plain `.npy`, never pickled): a structured (T',) array,
+one record per teacher output frame, with the fields
 
-| member      | content                                                                                          |
-| ----------- | ------------------------------------------------------------------------------------------------ |
-| `soft.npy`  | structured (T',) array, one record per teacher frame with fields `logp` (K,) `--dtype` (float16  |
-|             | or float32): log_softmax(teacher log-probs / T) of the K most probable labels, best first, and   |
-|             | `idx` (K,): their label ids (blank = 0) in the smallest unsigned type that holds V (uint8 for     |
-|             | V <= 256, uint16 for V <= 65536, else int32). `--topk 0` = dense: K = V and no `idx` field (the   |
-|             | reader rebuilds arange(V)).                                                                      |
-| `soft.json` | {"frames": T', "hyp": greedy hypothesis (glosses), "temperature": T, "topk": K as asked}         |
+| field  | content                                                                                              |
+| ------ | ---------------------------------------------------------------------------------------------------- |
+| `logp` | (K,) float16 or float32 (`--dtype`): log_softmax(teacher log-probs / T) of the K most probable labels, |
+|        | best first                                                                                           |
+| `idx`  | (K,) their label ids (blank = 0) in the smallest type that holds V: uint8 for V <= 256, uint16 for     |
+|        | V <= 65536, else int32. `--topk 0` = dense: K = V and no `idx` field (the reader rebuilds arange(V))  |
+| `hyp`  | () the teacher's greedy hypothesis as label ids (same type as `idx`), one gloss per record from the    |
+|        | first, 0 (blank, never a gloss) after its end: a greedy CTC hypothesis is never longer than T'        |
 
-Why one array member and not one per array: a tar member costs a 512-byte header plus padding to 512 bytes,
-which is more than a top-K payload of a short video (K = 8 at fp16 + uint16 ids: 32 bytes per frame), so two
-arrays in one record halve that framing. `soft.json` stays a member of its own: the per-key hypothesis and the
-reason of a skipped video are for people and tools (`tar xOf`), and a `.npy` header cannot carry them.
+Why one member per key: a tar member costs a 512-byte header plus padding of its data to 512 bytes, about 1 KB,
+while a top-K payload is small (K = 8 at fp16 + uint16 ids + the hyp id: 34 bytes per teacher frame, ~550 bytes for a
+17-frame synthetic video, ~1.1 KB for a PHOENIX video). The earlier three members per key (logp, idx, json) cost
+~2.5 KB of framing per key, which alone held top-K to ~35x below dense fp32 at PHOENIX's vocabulary on short
+videos; one member halves-to-thirds that. What the per-key `soft.json` held moved out of the hot path: frames =
+len(array), the greedy hypothesis rides in the records (1-2 bytes per frame), T / K / dtype are the folder's
+settings (manifest), and a skipped video's reason is in the manifest. `read_sidecar` gives {"frames", "hyp" (ids)}
+per key; `Vocabulary.decode` turns the ids into glosses.
 Sidecars of the earlier format "cslr-soft/1" (`soft_logp.npy` float16 + `soft_idx.npy` int32 + `soft.json`) are
 still read; generation always writes the current format.
 
 T' is the teacher's output frame count of the un-augmented video (eval transform). A video the teacher cannot
 handle (a sample that fails the loader's checks, a decode error, non-finite outputs) is NOT dropped: its key
-gets an explicit record, `soft.json` {"frames": 0, "skipped": "<reason>: <detail>", ...} with (0, K) arrays, and
-is listed under "skipped" in the manifest; the train loader skips and counts such a video (reason
+gets an explicit record with 0 frames, and is listed with its reason under "skipped" in the shard's record and
+the manifest; the train loader skips and counts such a video (reason
 "no_soft_target"). So the keys of a sidecar always mirror its data shard.
 
 `manifest.json` (written by rank 0 when every shard is complete): format, teacher_checkpoint, teacher_sha256,
@@ -71,7 +76,7 @@ log = logging.getLogger("cslr.soft_targets")
 FORMAT = "cslr-soft/2"
 READABLE_FORMATS = ("cslr-soft/1", FORMAT)  # /1: soft_logp.npy float16 + soft_idx.npy int32 + soft.json
 SOFT_NPY, SOFT_JSON = "soft.npy", "soft.json"
-SOFT_MEMBERS = (SOFT_NPY, SOFT_JSON)  # what generation writes per key
+SOFT_MEMBERS = (SOFT_NPY,)  # what generation writes per key
 SOFT_LOGP, SOFT_IDX = "soft_logp.npy", "soft_idx.npy"  # "cslr-soft/1" members, read only
 V1_MEMBERS = (SOFT_LOGP, SOFT_IDX, SOFT_JSON)
 READ_MEMBERS = (SOFT_NPY, SOFT_LOGP, SOFT_IDX, SOFT_JSON)  # what the loader zips into a sample
@@ -99,11 +104,13 @@ class SoftLayout:
     k: int
     dtype: str = "float16"
     idx_dtype: str | None = "int32"
+    hyp_dtype: str = "int32"
 
     @classmethod
     def of(cls, topk: int, vocab_size: int, dtype: str = "float16") -> "SoftLayout":
         """The layout generation writes for these settings."""
-        return cls(topk or vocab_size, dtype, index_dtype(vocab_size) if topk else None)
+        ids = index_dtype(vocab_size)
+        return cls(topk or vocab_size, dtype, ids if topk else None, ids)
 
     @property
     def record(self) -> np.dtype:
@@ -111,17 +118,30 @@ class SoftLayout:
         fields = [("logp", self.dtype, (self.k,))]
         if self.idx_dtype is not None:
             fields.append(("idx", self.idx_dtype, (self.k,)))
+        fields.append(("hyp", self.hyp_dtype))
         return np.dtype(fields)
 
-    def pack(self, logp: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
-        """(T', K) log-probs and label ids (ignored when dense) -> the (T',) structured array of `soft.npy`."""
+    def pack(self, logp: np.ndarray, idx: np.ndarray | None, hyp=()) -> np.ndarray:
+        """(T', K) log-probs, label ids (ignored when dense) and the greedy hypothesis (label ids, at most T')
+        -> the (T',) structured array of `soft.npy`."""
         arr = np.empty(len(logp), self.record)
         arr["logp"] = logp
         if self.idx_dtype is not None:
-            if idx.size and (idx.min() < 0 or idx.max() > np.iinfo(self.idx_dtype).max):
-                raise SoftTargetError(f"label ids [{idx.min()}, {idx.max()}] do not fit {self.idx_dtype}")
+            _check_fits(idx, self.idx_dtype, "label ids")
             arr["idx"] = idx
+        hyp = np.asarray(hyp, dtype=np.int64)
+        if len(hyp) > len(logp) or (hyp.size and hyp.min() < 1):
+            raise SoftTargetError(f"hypothesis {hyp.tolist()} for {len(logp)} frames: a greedy CTC hypothesis has at "
+                                  f"most one gloss (id >= 1) per frame")
+        _check_fits(hyp, self.hyp_dtype, "hypothesis ids")
+        arr["hyp"] = 0
+        arr["hyp"][:len(hyp)] = hyp
         return arr
+
+
+def _check_fits(ids: np.ndarray, dtype: str, what: str) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(dtype).max):
+        raise SoftTargetError(f"{what} [{ids.min()}, {ids.max()}] do not fit {dtype}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -212,9 +232,14 @@ def check_soft_members(sample: dict) -> dict:
     missing = [m for m in needed if m not in sample]
     if missing:
         raise SoftTargetError(f"sample {sample['__key__']!r} ({sample.get('__url__', '?')}): sidecar lacks {missing}")
-    info = json.loads(sample[SOFT_JSON])
-    if "skipped" in info:
-        raise BadSample("no_soft_target", f"the teacher skipped it: {info['skipped']}")
+    if SOFT_NPY in sample:
+        if len(_load_npy(sample[SOFT_NPY], SOFT_NPY)) == 0:  # a video has >= 1 teacher frame
+            raise BadSample("no_soft_target", "the teacher skipped it (the reason is under 'skipped' in the "
+                                              "sidecar folder's manifest.json)")
+    else:
+        info = json.loads(sample[SOFT_JSON])
+        if "skipped" in info:
+            raise BadSample("no_soft_target", f"the teacher skipped it: {info['skipped']}")
     return {m: sample[m] for m in needed}
 
 
@@ -225,22 +250,27 @@ def _load_npy(data: bytes, what: str) -> np.ndarray:
         raise SoftTargetError(f"{what}: unreadable ({e})") from e
 
 
-def _unpack_v2(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """`soft.npy` bytes -> (T', K) log-probs and label ids as stored (dense: arange(K) rebuilt)."""
+def _unpack_v2(data: bytes) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`soft.npy` bytes -> (T', K) log-probs and label ids as stored (dense: arange(K) rebuilt), and
+    {"frames": T', "hyp": the greedy hypothesis as a list of label ids}."""
     arr = _load_npy(data, SOFT_NPY)
     names = arr.dtype.names or ()
     logp_t = arr.dtype.fields["logp"][0] if "logp" in names else None
     idx_t = arr.dtype.fields["idx"][0] if "idx" in names else None
-    ok = (arr.ndim == 1 and names in (("logp",), ("logp", "idx")) and logp_t.base.name in DTYPES
-          and logp_t.ndim == 1 and (idx_t is None or (idx_t.base.name in INDEX_DTYPES and idx_t.shape == logp_t.shape)))
+    hyp_t = arr.dtype.fields["hyp"][0] if "hyp" in names else None
+    ok = (arr.ndim == 1 and names in (("logp", "hyp"), ("logp", "idx", "hyp")) and logp_t.base.name in DTYPES
+          and logp_t.ndim == 1 and (idx_t is None or (idx_t.base.name in INDEX_DTYPES and idx_t.shape == logp_t.shape))
+          and hyp_t.name in INDEX_DTYPES)
     if not ok:
         raise SoftTargetError(f"{SOFT_NPY}: {arr.dtype} {arr.shape}, expected a (T',) record array with fields logp "
-                              f"(K,) {'/'.join(DTYPES)} and optional idx (K,) {'/'.join(INDEX_DTYPES)}")
-    logp = arr["logp"]  # (T', K)
+                              f"(K,) {'/'.join(DTYPES)}, optional idx (K,) and hyp () {'/'.join(INDEX_DTYPES)}")
+    # contiguous copies: a field of a packed record is a strided, possibly misaligned view (torch refuses those)
+    logp, hyp = np.ascontiguousarray(arr["logp"]), arr["hyp"]  # (T', K), (T',)
+    info = {"frames": len(arr), "hyp": hyp[hyp != 0].tolist()}
     if idx_t is None:  # dense: the labels are every class in order
         k = logp_t.shape[0]
-        return logp, np.broadcast_to(np.arange(k, dtype=index_dtype(k)), (len(arr), k))
-    return logp, arr["idx"]
+        return logp, np.broadcast_to(np.arange(k, dtype=index_dtype(k)), (len(arr), k)), info
+    return logp, np.ascontiguousarray(arr["idx"]), info
 
 
 def _unpack_v1(members: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -253,8 +283,11 @@ def _unpack_v1(members: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unpack_soft(members: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The soft-target members of one key (either format) -> (logp (T', K), idx (T', K), soft.json) as stored."""
-    logp, idx = _unpack_v2(members[SOFT_NPY]) if SOFT_NPY in members else _unpack_v1(members)
+    """The soft-target members of one key (either format) -> (logp (T', K), idx (T', K), info) as stored; info is
+    {"frames": T', "hyp": label ids} (format 1: its soft.json, "hyp" as glosses)."""
+    if SOFT_NPY in members:
+        return _unpack_v2(members[SOFT_NPY])
+    logp, idx = _unpack_v1(members)
     info = json.loads(members[SOFT_JSON])
     if logp.shape[0] != info["frames"]:
         raise SoftTargetError(f"soft targets of {logp.shape[0]} frames, {SOFT_JSON} says {info['frames']}")
@@ -268,8 +301,8 @@ def decode_soft(members: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_sidecar(path: str | os.PathLike) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
-    """All records of one sidecar shard in order: (key, logp (T', K), idx (T', K), soft.json), in the stored dtypes
-    (dense: idx = arange(V) rebuilt)."""
+    """All records of one sidecar shard in order: (key, logp (T', K), idx (T', K), info {"frames": T', "hyp": the
+    teacher's greedy hypothesis as label ids}), in the stored dtypes (dense: idx = arange(V) rebuilt)."""
     from .pipeline import iter_shard
 
     return [(s["__key__"], *unpack_soft(s)) for s in iter_shard(Path(path))]
@@ -309,17 +342,16 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def sample_members(key: str, layout: SoftLayout, logp: np.ndarray, idx: np.ndarray | None, info: dict) -> dict:
-    """One sidecar record (member dict for the writer): (T', K) log-probs and label ids (None when dense)."""
-    return {"__key__": key, SOFT_NPY: _npy(layout.pack(logp, idx)),
-            SOFT_JSON: json.dumps(info, sort_keys=True).encode("utf-8")}
+def sample_members(key: str, layout: SoftLayout, logp: np.ndarray, idx: np.ndarray | None, hyp=()) -> dict:
+    """One sidecar record (member dict for the writer): (T', K) log-probs, label ids (None when dense) and the
+    greedy hypothesis (label ids)."""
+    return {"__key__": key, SOFT_NPY: _npy(layout.pack(logp, idx, hyp))}
 
 
-def skipped_members(key: str, reason: str, layout: SoftLayout, temperature: float, topk: int) -> dict:
+def skipped_members(key: str, layout: SoftLayout) -> dict:
     """The explicit record of a video without soft targets (keeps the keys mirrored): 0 frames."""
-    info = {"frames": 0, "hyp": "", "temperature": temperature, "topk": topk, "skipped": reason}
     empty = np.zeros((0, layout.k), np.float32)
-    return sample_members(key, layout, empty, empty.astype(np.int32), info)
+    return sample_members(key, layout, empty, empty.astype(np.int32))
 
 
 def keys_sha256(keys: list[str]) -> str:
@@ -395,12 +427,14 @@ class _ShardWriter:
         self.decoder, self.acc = decoder, accelerator
         self.layout = SoftLayout.of(cfg.topk, settings["vocab_size"], cfg.dtype)
 
-    def skipped(self, key: str, reason: str) -> dict:
-        return skipped_members(key, reason, self.layout, self.cfg.temperature, self.cfg.topk)
+    def skipped(self, key: str, reason: str) -> tuple[dict, dict]:
+        """(members, note) of a video without soft targets."""
+        return skipped_members(key, self.layout), {"frames": 0, "skipped": reason}
 
     def batches(self, path: Path, order: list, records: dict) -> Iterator[tuple[dict, int]]:
         """Decoded batches of consecutive videos of one data shard in file order, with the number of videos each
-        accounts for; the keys read go to `order`, videos that fail a check or the decode to `records`."""
+        accounts for; the keys read go to `order`, videos that fail a check or the decode to `records` (key ->
+        (members, note))."""
         from .pipeline import BadSample, iter_shard
 
         pending, checked_out = [], 0
@@ -449,10 +483,8 @@ class _ShardWriter:
             if not finite[i]:
                 records[key] = self.skipped(key, "non_finite: the teacher's log-probabilities are not finite")
                 continue
-            info = {"frames": int(lens[i]), "hyp": " ".join(self.vocab.decode(hyps[i])),
-                    "temperature": self.cfg.temperature, "topk": self.cfg.topk}
             records[key] = sample_members(key, self.layout, logp[i, :lens[i]],
-                                          None if idx is None else idx[i, :lens[i]], info)
+                                          None if idx is None else idx[i, :lens[i]], hyps[i]), {"frames": int(lens[i])}
 
     def write(self, data_dir: Path, out: Path, entry: dict, bar) -> dict:
         """Generate, write atomically, then record the sidecar shard of one data shard entry."""
@@ -467,11 +499,11 @@ class _ShardWriter:
         if order != entry["keys"]:
             raise SoftTargetError(f"{data_dir / name}: keys differ from {data_dir / MANIFEST} "
                                   f"({len(order)} read, {len(entry['keys'])} listed); the data changed after preparing")
-        written = write_shard(out / name, [records[k] for k in order])
-        skipped = [{"id": k, "reason": json.loads(records[k][SOFT_JSON])["skipped"]}
-                   for k in order if "skipped" in json.loads(records[k][SOFT_JSON])]
-        frames = sum(json.loads(records[k][SOFT_JSON])["frames"] for k in order)
-        payload = sum(payload_bytes(records[k]) for k in order)
+        written = write_shard(out / name, [records[k][0] for k in order])
+        notes = [(k, records[k][1]) for k in order]
+        skipped = [{"id": k, "reason": n["skipped"]} for k, n in notes if "skipped" in n]
+        frames = sum(n["frames"] for _, n in notes)
+        payload = sum(payload_bytes(records[k][0]) for k in order)
         record = {"name": name, "count": written["count"], "sha256": written["sha256"], "frames": frames,
                   "bytes": written["bytes"], "payload_bytes": payload,
                   "keys_sha256": keys_sha256(order), "data_sha256": entry["sha256"], "skipped": skipped,
