@@ -93,3 +93,18 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(rgb)["log_probs"], model(rgb)["log_probs"])
     assert len(vocab) == V
+
+
+def test_nhwc_backbone_computes_what_an_nchw_copy_computes():
+    """The frame encoder runs channels_last (speed); its weights in either layout give the same log-probs."""
+    torch.manual_seed(0)
+    model = randomise_norms(build_model("student_tiny", 9)).eval()
+    conv = next(m for m in model.frames.features.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    nchw = build_model("student_tiny", 9).eval()
+    nchw.frames.features.to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(model.state_dict())
+    rgb = make_rgb(2, 9, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(nchw(rgb=rgb)["log_probs"], model(rgb=rgb)["log_probs"], atol=1e-5, rtol=1e-5)
