@@ -59,6 +59,9 @@ def main(argv=None) -> int:
         # gloo on CPU-only machines; a long timeout because ranks wait for each other's shards at the end.
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(hours=4)))
+    from cslr.trainer.trainer import set_cpu_threads
+
+    set_cpu_threads()  # accelerate launch pins OMP_NUM_THREADS to 1: use this process's share of the CPUs
     acc = Accelerator(kwargs_handlers=handlers)
     if not acc.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)

@@ -106,9 +106,10 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
         logger.info("--resume auto: no complete checkpoint in %s, starting fresh", trainer.ckpt_dir)
     init_trackers(cfg, acc, trainer)
     trainer.install_signal_handlers()
-    logger.info("%s: %.2f M parameters, %d processes (%s), mixed precision %s, %d train batches/epoch/rank, "
+    logger.info("%s: %.2f M parameters, %d processes (%s) on %s, mixed precision %s, %d train batches/epoch/rank, "
                 "%d optimizer steps/epoch", meta["model_name"], trainer.num_parameters / 1e6, acc.num_processes,
-                acc.distributed_type.name, acc.mixed_precision, len(trainer.train_loader), trainer.steps_per_epoch)
+                acc.distributed_type.name, _device_text(acc), acc.mixed_precision, len(trainer.train_loader),
+                trainer.steps_per_epoch)
     status = trainer.train()
     if status["interrupted"]:
         logger.info("stopped on a signal after step %d; checkpoint saved, continue with --resume auto",
@@ -148,3 +149,8 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
 
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def _device_text(acc) -> str:
+    """"cuda:0", or "cpu (N threads per process)"."""
+    return f"cpu ({torch.get_num_threads()} threads per process)" if acc.device.type == "cpu" else str(acc.device)

@@ -38,8 +38,31 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def set_cpu_threads() -> int:
+    """Intra-op threads of this process on a machine without CUDA -> the number set (on GPU machines: unchanged).
+
+    `accelerate launch` exports OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process (or a CPU config), so
+    a one-process CPU run would compute on one core of many. Here: the CPUs this process may run on (its
+    affinity: a Slurm or container limit counts) divided by the processes of this machine (LOCAL_WORLD_SIZE), at
+    least 1, or exactly CSLR_CPU_THREADS when set. Data-loader workers keep one thread each (pipeline).
+    """
+    if torch.cuda.is_available():
+        return torch.get_num_threads()
+    wanted = os.environ.get("CSLR_CPU_THREADS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise ValueError(f"CSLR_CPU_THREADS={wanted!r}: expected a positive integer")
+        n = int(wanted)
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(n)
+    return n
+
+
 def make_accelerator(cfg: TrainConfig):
-    """An Accelerator that also runs DDP and DeepSpeed on CPU (gloo), with trackers chosen by `report_to`."""
+    """An Accelerator that also runs DDP and DeepSpeed on CPU (gloo), with trackers chosen by `report_to`; on a
+    CPU-only machine the process's compute threads are set by `set_cpu_threads`."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
 
@@ -55,6 +78,7 @@ def make_accelerator(cfg: TrainConfig):
         mp = "bf16" if _bf16_supported() else "fp16"
     log_with = {"all": ["wandb", "tensorboard"], "none": None}.get(cfg.run.report_to, [cfg.run.report_to])
     out = Path(cfg.run.output_dir)
+    set_cpu_threads()
     return Accelerator(
         gradient_accumulation_steps=cfg.optim.accumulation_steps,
         mixed_precision=mp,
