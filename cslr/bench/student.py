@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .context import BenchContext, SuiteResult, student_checkpoint
+from .context import BenchContext, SuiteResult, cpu_info, student_checkpoint
 from .timing import cpu_threads, rate, time_calls
 
 log = logging.getLogger("cslr.bench.student")
@@ -356,8 +356,6 @@ def plot(rows: dict, path: Path, batch: int) -> None:
 def run(ctx: BenchContext) -> SuiteResult:
     """Every variant's speed, size and dev WER; summary keys best_fps, best_runtime, best_size_mb,
     best_wer_delta, fp32_fps."""
-    import platform
-
     from cslr.models.export import LogProbs
 
     checkpoint = student_checkpoint(ctx)
@@ -378,7 +376,7 @@ def run(ctx: BenchContext) -> SuiteResult:
         "modality": model.cfg.modality, "data": str(data_cfg.data), "dev_clips": len(clips),
         "wer_image_size": int(data_cfg.image_size), "speed_image_size": SPEED_SIZE, "frames": frames,
         "batch": batch, "threads": ctx.threads, "repeats": ctx.repeats, "warmup": ctx.warmup, "decoding": DECODE,
-        "calibration_clips": len(calib), "quick": ctx.quick, "cpu": platform.processor() or platform.machine(),
+        "calibration_clips": len(calib), "quick": ctx.quick, **cpu_info(),
         "evaluate_py_wer": evaluate_py_wer(model, vocab, data_cfg, protocol),
     }
     figures = {"settings": settings, "variants": {n: {k: v for k, v in r.items() if k != "name"} for n, r in rows.items()}}
