@@ -103,7 +103,7 @@ def test_nhwc_backbone_computes_what_an_nchw_copy_computes():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     nchw = build_model("student_tiny", 9).eval()
-    nchw.frames.features.to(memory_format=torch.contiguous_format)
+    nchw.frames.set_layout(channels_last=False)
     nchw.load_state_dict(model.state_dict())
     rgb = make_rgb(2, 9, 32)
     with torch.no_grad():

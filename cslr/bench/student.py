@@ -4,8 +4,8 @@
     /work/venv/bin/pytest tests/test_bench_student.py -q  # tests
 
 Variants of one checkpoint (`context.student_checkpoint`):
-  pytorch_fp32           eager PyTorch, fp32 (the reference of every WER delta)
-  pytorch_channels_last  eager, weights in channels_last memory format (NHWC convs)
+  pytorch_fp32           eager PyTorch, fp32, backbone in torchvision's NCHW layout (the reference of every WER delta)
+  pytorch_channels_last  eager, backbone in channels_last (NHWC), the student's own layout
   torch_compile          torch.compile (inductor) where it works on this machine; else the reason is recorded
   onnx_fp32              ONNX Runtime on the exported graph (`cslr.models.export`: dynamic batch, time and size)
   onnx_int8_static       ONNX Runtime int8, static QDQ quantization (per-channel weights, activation ranges
@@ -166,9 +166,11 @@ def build_variants(model, names, ctx: BenchContext, calib: list[dict], folder: P
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / "student_fp32_state_dict.pt"
     torch.save(model.state_dict(), state)
-    variants = {"pytorch_fp32": {"run": torch_runner(model, names), "file": state, "note": "eager"}}
-    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    variants["pytorch_channels_last"] = {"run": torch_runner(cl, names), "file": state, "note": "eager, NHWC weights"}
+    nchw = copy.deepcopy(model)
+    nchw.frames.set_layout(channels_last=False)  # torchvision's layout: the reference
+    variants = {"pytorch_fp32": {"run": torch_runner(nchw, names), "file": state, "note": "eager, NCHW"}}
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last)  # the student's own layout (NHWC backbone)
+    variants["pytorch_channels_last"] = {"run": torch_runner(cl, names), "file": state, "note": "eager, NHWC"}
     try:
         if ctx.quick:  # inductor's C++ compile of every shape takes minutes: not at test sizes
             raise RuntimeError("skipped with quick")

@@ -98,14 +98,19 @@ class FrameEncoder(nn.Module):
         # of 600 32x32 frames on one thread: 3.6 s NCHW, 1.0 s NHWC; input alone in NHWC: 2.3 s), and tensor
         # cores want it under AMP. Module.to(device), state-dict loads and DDP keep the layout; a checkpoint's
         # tensors load into either layout.
-        self.features.to(memory_format=torch.channels_last)
+        self.set_layout(channels_last=True)
         self.out_channels = net.features[-1].out_channels
         self.normalize = ImageNetNormalize(ndim=4)
 
     def forward(self, frames: Tensor) -> Tensor:
         """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C)."""
-        x = self.normalize(frames).contiguous(memory_format=torch.channels_last)
+        x = self.normalize(frames).contiguous(memory_format=self.memory_format)
         return self.features(x).mean(dim=(2, 3))  # (N, C)
+
+    def set_layout(self, channels_last: bool) -> None:
+        """Weights and activations in NHWC (the default) or in torchvision's NCHW (same results)."""
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.features.to(memory_format=self.memory_format)
 
 
 class Student(nn.Module):
