@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,18 +20,21 @@ from cslr.models.registry import build_model
 pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("head", ["lstm", "conv"])
-def test_onnx_parity_with_dynamic_batch_time_and_size(head, tmp_path):
+@pytest.mark.parametrize("head, modality", [("lstm", "rgb"), ("conv", "rgb"), ("lstm", "rgb+pose")])
+def test_onnx_parity_with_dynamic_batch_time_and_size(head, modality, tmp_path):
     torch.manual_seed(0)
-    model = randomise_norms(build_model("student_tiny", 9, head=head)).eval()
+    model = randomise_norms(build_model("student_tiny", 9, head=head, modality=modality)).eval()
     path = export.export_onnx(model, tmp_path / "s.onnx", image_size=32, frames=8)
     session = export.onnx_session(path, threads=1)
+    names = export.LogProbs(model).inputs
     for B, T, S in ((1, 1, 32), (1, 5, 32), (3, 8, 32), (3, 23, 32), (2, 7, 48)):  # exported at B=1, T=8, S=32
-        (rgb,) = export.example_inputs(("rgb",), B, T, S, seed=T)
-        got = export.run_onnx(session, rgb)
+        inputs = export.example_inputs(names, B, T, S, seed=T)
+        if "pose" in names:
+            inputs[1][:, ::2, 501:] = float("nan")  # hands missing every other frame, as MediaPipe leaves them
+        got = export.run_onnx(session, *inputs)
         with torch.no_grad():
-            ref = model(rgb)["log_probs"].numpy()
-        assert got.shape == ref.shape == (B, -(-T // 4), 9)
+            ref = model(**dict(zip(names, inputs)))["log_probs"].numpy()
+        assert got.shape == ref.shape == (B, -(-T // 4), 9) and not np.isnan(got).any()
         assert abs(got - ref).max() <= 1e-3, (B, T, S, abs(got - ref).max())
 
 

@@ -117,13 +117,14 @@ class PoseEncoder(nn.Module):
         return self.temporal.output_length(lengths)
 
     def forward(self, pose: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(B, T, 543, 3) landmarks (NaN = missing), (B,) lengths -> (B, T', hidden), (B,) output lengths."""
+        """(B, T, 543, 3) landmarks (NaN = missing), (B,) lengths -> (B, T', hidden), (B,) output lengths (None
+        when `lengths` is None: every frame valid)."""
         if pose.ndim != 4 or tuple(pose.shape[2:]) != (NUM_LANDMARKS, 3):
             raise ValueError(f"PoseEncoder expects landmarks (B, T, {NUM_LANDMARKS}, 3), got shape {tuple(pose.shape)}")
-        B, T = pose.shape[:2]
-        if lengths is None:
-            lengths = torch.full((B,), T, dtype=torch.long, device=pose.device)
-        valid = length_mask(lengths, T)  # (B, T)
+        # lengths None = every frame valid: no masks and no length arithmetic, which an ONNX trace would bake in
+        # at the example's length (ceil-mode pooling of a T not divisible by 4 then went wrong in the graph)
+        valid = (torch.ones_like(pose[:, :, 0, 0], dtype=torch.bool) if lengths is None
+                 else length_mask(lengths, pose.shape[1]))  # (B, T)
         x = normalise_landmarks(pose.float(), self.indices, valid).flatten(2)  # (B, T, 4K)
         x = self.mlp(x)  # (B, T, hidden)
         return self.temporal(x, lengths)

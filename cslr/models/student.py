@@ -176,7 +176,7 @@ class Student(nn.Module):
         if full:
             out_lengths = self.output_length(lengths)
         if self.pose is not None:
-            pose_feats, _ = self.pose(pose, lengths)  # (B, T', pose_hidden)
+            pose_feats, _ = self.pose(pose, None if full else lengths)  # (B, T', pose_hidden)
             features = torch.cat([features, pose_feats], dim=-1)
         if self.cfg.head == "lstm":
             hidden = self.head(features, None if full else out_lengths)  # (B, T', 2 * lstm_hidden)
