@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -126,12 +127,26 @@ def test_measure_passes_counts_every_video(data):
     assert 0.6 * frames <= r["frames_per_pass"] <= 1.4 * frames  # temporal rescale within U(0.8, 1.2)
 
 
+def test_steady_rate_leaves_out_the_wait_for_the_first_batch():
+    def start(_):
+        def gen():
+            time.sleep(0.3)  # worker start-up
+            for _ in range(4):
+                yield {"lengths": torch.tensor([10, 10])}
+        return gen()
+    r = bench.measure_passes(start, repeats=1, warmup=0)
+    assert r["videos_per_pass"] == 8 and r["first_batch_s"]["median"] >= 0.3
+    assert r["videos_per_s"]["median"] <= 8 / 0.3  # the whole pass counts the start-up
+    assert r["steady_videos_per_s"]["median"] > 100 * r["videos_per_s"]["median"]  # 6 videos right after it
+
+
 def test_run_quick(tmp_path):
     ctx = BenchContext(out=tmp_path / "out", work=tmp_path / "work", quick=True, repeats=1, workers=1)
     res = bench.run(ctx)
-    assert res.summary["speedup_vs_png"] > 0
+    assert res.summary["speedup_vs_png"] > 0 and res.summary["speedup_vs_png_with_startup"] > 0
     for pipe in ("shards", "png"):
         assert res.figures[pipe]["videos_per_s"]["n"] == 1 and res.figures[pipe]["videos_per_pass"] > 0
+        assert res.figures[pipe]["steady_videos_per_s"]["median"] > 0
         assert res.figures["per_frame_ms"][pipe]["decode_ms"] > 0
     assert res.markdown.startswith("## loader") and "5x" in res.markdown
     assert res.plots == ["loader.png"] and (ctx.out / "loader.png").stat().st_size > 0

@@ -19,7 +19,10 @@ Both deliver uint8 frames (no normalisation: the models normalise on the device)
 
 A pass is a fresh iterator over the train split (worker start-up included for both: neither keeps workers
 between epochs); one warm-up pass (page cache, imports), then `ctx.repeats` timed passes; videos/s and frames/s
-count the real (unpadded) frames of the batches delivered.
+count the real (unpadded) frames of the batches delivered. The headline `speedup_vs_png` compares the steady
+rates, after each pass's first batch: a training epoch (5,672 PHOENIX videos) amortises the start that a
+48-video pass does not; `speedup_vs_png_with_startup` is the ratio over whole passes, and the seconds to the
+first batch are reported for both.
 """
 
 from __future__ import annotations
@@ -180,23 +183,30 @@ def _count(batch: dict) -> tuple[int, int]:
 
 
 def measure_passes(start_pass, repeats: int, warmup: int) -> dict:
-    """Time full passes: `start_pass(p)` returns a fresh iterable of batches for pass p. -> videos/s and
-    frames/s stats ({"median","min","max","n"}) of the timed passes, and the videos and frames per pass."""
-    vps, fps, counts = [], [], []
+    """Time full passes: `start_pass(p)` returns a fresh iterable of batches for pass p. -> stats
+    ({"median","min","max","n"}) of the timed passes: videos/s and frames/s over the whole pass (worker start-up
+    included), the same after the first batch ("steady_": what an epoch of thousands of videos sees; the workers
+    start once per epoch), the seconds to the first batch, and the videos and frames per pass."""
+    rows = []
     for p in range(warmup + repeats):
         videos = frames = 0
         t0 = time.perf_counter()
+        first = None
         for batch in start_pass(p):
             v, f = _count(batch)
+            if first is None:
+                first = (time.perf_counter() - t0, v, f)
             videos, frames = videos + v, frames + f
         dt = time.perf_counter() - t0
         if p >= warmup:
-            vps.append(videos / dt)
-            fps.append(frames / dt)
-            counts.append((videos, frames))
-    return {"videos_per_s": summarize(vps), "frames_per_s": summarize(fps),
-            "videos_per_pass": statistics.median(c[0] for c in counts),
-            "frames_per_pass": statistics.median(c[1] for c in counts)}
+            t1, v1, f1 = first
+            rows.append({"videos_per_s": videos / dt, "frames_per_s": frames / dt, "first_batch_s": t1,
+                         "steady_videos_per_s": (videos - v1) / (dt - t1),
+                         "steady_frames_per_s": (frames - f1) / (dt - t1), "videos": videos, "frames": frames})
+    out = {k: summarize([r[k] for r in rows]) for k in ("videos_per_s", "frames_per_s", "first_batch_s",
+                                                        "steady_videos_per_s", "steady_frames_per_s")}
+    return {**out, "videos_per_pass": statistics.median(r["videos"] for r in rows),
+            "frames_per_pass": statistics.median(r["frames"] for r in rows)}
 
 
 def shard_passes(cfg: DataConfig):
@@ -284,7 +294,8 @@ def run(ctx: BenchContext) -> SuiteResult:
         "shards": measure_passes(shard_passes(cfg), repeats, ctx.warmup),
         "png": measure_passes(png_passes(data, cfg), repeats, ctx.warmup),
     }
-    speedup = results["shards"]["videos_per_s"]["median"] / results["png"]["videos_per_s"]["median"]
+    speedup = results["shards"]["steady_videos_per_s"]["median"] / results["png"]["steady_videos_per_s"]["median"]
+    with_startup = results["shards"]["videos_per_s"]["median"] / results["png"]["videos_per_s"]["median"]
     profile = profile_frames(data, cfg, videos=1 if ctx.quick else 3, repeats=1 if ctx.quick else 3)
     settings = {"videos": num_videos, "frame_size": [260, 210], "image_size": cfg.image_size,
                 "batch_size": cfg.batch_size, "workers": cfg.num_workers, "pin_memory": cfg.pin_memory,
@@ -295,17 +306,19 @@ def run(ctx: BenchContext) -> SuiteResult:
                 "png_bytes": sum(f.stat().st_size for f in data.release.rglob("*.png"))}
     figures = {**results, "per_frame_ms": profile, "settings": settings}
     plot = _plot(ctx.out / "loader.png", results, profile)
-    return SuiteResult(summary={"speedup_vs_png": speedup}, figures=figures,
-                       markdown=_markdown(ctx, results, profile, settings, speedup), plots=[plot])
+    return SuiteResult(summary={"speedup_vs_png": speedup, "speedup_vs_png_with_startup": with_startup},
+                       figures=figures, markdown=_markdown(ctx, results, profile, settings, speedup, with_startup),
+                       plots=[plot])
 
 
 def _fmt(s: dict, digits: int = 1) -> str:
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
-def _markdown(ctx: BenchContext, results: dict, profile: dict, settings: dict, speedup: float) -> str:
+def _markdown(ctx: BenchContext, results: dict, profile: dict, settings: dict, speedup: float,
+              with_startup: float) -> str:
     names = {"shards": "shards (cslr.datasets.pipeline)", "png": "PNG per frame (map-style Dataset, PIL)"}
-    base = results["png"]["videos_per_s"]["median"]
+    base = results["png"]["steady_videos_per_s"]["median"]
     lines = ["## loader", "",
              f"{settings['videos']} synthetic `phoenix` videos (260x210 frames, train split), PNG folders in the "
              f"PHOENIX-2014 layout ({settings['png_bytes'] / 1e6:.0f} MB) converted by `cslr.datasets.phoenix` "
@@ -314,16 +327,20 @@ def _markdown(ctx: BenchContext, results: dict, profile: dict, settings: dict, s
              f"temporal rescale, pose jitter), batch {settings['batch_size']}, {settings['workers']} workers, "
              f"prefetch {settings['prefetch_factor']}, pin_memory {settings['pin_memory']} (CUDA only), device "
              f"{ctx.device}. Median (min-max) of {settings['repeats']} full passes after {settings['warmup']} warm-up, "
-             "a fresh iterator per pass (worker start-up included for both).", "",
-             "| pipeline | videos/s | frames/s | speedup | decode ms/frame | resize ms/frame |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "a fresh iterator per pass (workers start per pass, as per epoch in training). Steady = after the first "
+             "batch (an epoch of thousands of videos amortises the start); whole pass = start-up included.", "",
+             "| pipeline | videos/s steady | frames/s steady | speedup steady | videos/s whole pass | first batch s "
+             "| decode ms/frame | resize ms/frame |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key in ("shards", "png"):
         r, pr = results[key], profile[key]
-        lines.append(f"| {names[key]} | {_fmt(r['videos_per_s'], 2)} | {_fmt(r['frames_per_s'], 0)} | "
-                     f"{r['videos_per_s']['median'] / base:.2f}x | {pr['decode_ms']:.2f} | {pr['resize_ms']:.2f} |")
+        lines.append(f"| {names[key]} | {_fmt(r['steady_videos_per_s'], 2)} | {_fmt(r['steady_frames_per_s'], 0)} | "
+                     f"{r['steady_videos_per_s']['median'] / base:.2f}x | {_fmt(r['videos_per_s'], 2)} | "
+                     f"{_fmt(r['first_batch_s'], 2)} | {pr['decode_ms']:.2f} | {pr['resize_ms']:.2f} |")
     met = "met" if speedup >= 5 else "not met"
     lines += ["", f"Target (shard loader >= 5x the PNG Dataset's videos/s, same workers): **{met}** "
-                  f"({speedup:.2f}x). Per-frame costs (one thread, best of a few calls): decode = JPEG from the shard "
+                  f"({speedup:.2f}x steady; {with_startup:.2f}x over whole {settings['videos']}-video passes with the "
+                  "worker start-up). Per-frame costs (one thread, best of a few calls): decode = JPEG from the shard "
                   "vs PNG file through PIL; resize = one antialiased `F.interpolate` per video vs one PIL resize per "
                   "frame.", ""]
     return "\n".join(lines)
@@ -336,11 +353,11 @@ def _plot(path: Path, results: dict, profile: dict) -> str:
 
     labels = ["shards", "png"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.5))
-    med = [results[k]["videos_per_s"]["median"] for k in labels]
-    err = [[m - results[k]["videos_per_s"]["min"] for m, k in zip(med, labels)],
-           [results[k]["videos_per_s"]["max"] - m for m, k in zip(med, labels)]]
+    med = [results[k]["steady_videos_per_s"]["median"] for k in labels]
+    err = [[m - results[k]["steady_videos_per_s"]["min"] for m, k in zip(med, labels)],
+           [results[k]["steady_videos_per_s"]["max"] - m for m, k in zip(med, labels)]]
     ax.bar(labels, med, yerr=err, capsize=4, color=["tab:blue", "tab:gray"])
-    ax.set_ylabel("videos/s (median, min-max)")
+    ax.set_ylabel("videos/s after the first batch")
     ax.set_title("ready batches, same workers")
     dec = [profile[k]["decode_ms"] for k in labels]
     res = [profile[k]["resize_ms"] for k in labels]
