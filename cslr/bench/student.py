@@ -174,7 +174,9 @@ def build_variants(model, names, ctx: BenchContext, calib: list[dict], folder: P
     try:
         if ctx.quick:  # inductor's C++ compile of every shape takes minutes: not at test sizes
             raise RuntimeError("skipped with quick")
-        compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+        # dynamic=None: shapes specialise first, then the dims that change (batch, clip length, frame size of the
+        # dev clips) turn symbolic: three compiles instead of one per dev clip length up to the recompile limit
+        compiled = torch.compile(copy.deepcopy(model))
         variants["torch_compile"] = {"run": torch_runner(compiled, names), "file": state, "note": "inductor"}
     except Exception as e:  # noqa: BLE001
         variants["torch_compile"] = {"run": None, "file": state, "error": error_text(e)}
