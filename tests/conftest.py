@@ -75,7 +75,8 @@ def clean_env(**extra) -> dict:
         if k.startswith(("ACCELERATE_", "WANDB_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_")):
             env.pop(k)
     env.update({
-        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "CSLR_CPU_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
         "HF_HOME": str(Path(env.get("TMPDIR", "/tmp")) / "cslr-hf"), "TOKENIZERS_PARALLELISM": "false",
     })
     env.update(extra)
