@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher", default="", help="trained teacher checkpoint (default: train one into --work)")
     p.add_argument("--student", default="", help="trained student checkpoint (default: train one into --work)")
     p.add_argument("--quick", action="store_true", help="test sizes: tiny data, few steps (figures meaningless)")
+    p.add_argument("--skip_compile", action="store_true",
+                   help="student suite without the torch.compile variant (inductor compiles for ~10 min on 2 cores)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.suites = [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -56,8 +58,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     ctx = BenchContext(out=Path(args.out), work=Path(args.work), repeats=args.repeats, warmup=args.warmup,
-                       threads=args.threads, workers=args.workers, quick=args.quick, teacher=args.teacher,
-                       student=args.student, seed=args.seed)
+                       threads=args.threads, workers=args.workers, quick=args.quick, skip_compile=args.skip_compile,
+                       teacher=args.teacher, student=args.student, seed=args.seed)
     bench = report.load_existing(ctx.out / "bench.json")
     bench["settings"] = ctx.describe()
     failed = []

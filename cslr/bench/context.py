@@ -51,6 +51,7 @@ class BenchContext:
     threads: int = 2                # intra-op threads for CPU timings
     workers: int = 2                # loader workers
     quick: bool = False             # test sizes
+    skip_compile: bool = False      # student suite: no torch.compile variant
     teacher: str = ""               # a trained teacher checkpoint (else one is trained into work/)
     student: str = ""               # a trained student checkpoint (else one is trained into work/)
     seed: int = 0

@@ -172,8 +172,8 @@ def build_variants(model, names, ctx: BenchContext, calib: list[dict], folder: P
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last)  # the student's own layout (NHWC backbone)
     variants["pytorch_channels_last"] = {"run": torch_runner(cl, names), "file": state, "note": "eager, NHWC"}
     try:
-        if ctx.quick:  # inductor's C++ compile of every shape takes minutes: not at test sizes
-            raise RuntimeError("skipped with quick")
+        if ctx.quick or ctx.skip_compile:  # inductor's C++ compiles take ~10 minutes on 2 cores
+            raise RuntimeError(f"skipped ({'--quick' if ctx.quick else '--skip_compile'})")
         # dynamic=None: shapes specialise first, then the dims that change (batch, clip length, frame size of the
         # dev clips) turn symbolic: three compiles instead of one per dev clip length up to the recompile limit
         compiled = torch.compile(copy.deepcopy(model))
