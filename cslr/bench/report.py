@@ -45,6 +45,14 @@ TARGETS = (
 )
 
 
+def bound(key: str) -> float:
+    """The bound of the target on `key` ("<suite>.<summary key>"): the suites' own sentences read it here."""
+    for t in TARGETS:
+        if t.key == key:
+            return t.bound
+    raise KeyError(f"no benchmark target on {key!r}; the targets: {[t.key for t in TARGETS]}")
+
+
 def lookup(bench: dict, key: str):
     suite, name = key.split(".", 1)
     return (bench.get(suite) or {}).get(name)

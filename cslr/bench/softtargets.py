@@ -44,6 +44,7 @@ from cslr.datasets import soft_targets as st
 from cslr.datasets.writer import MANIFEST, tar_bytes
 
 from .context import ROOT, BenchContext, SuiteResult, small_corpus, teacher_checkpoint
+from .report import bound
 
 log = logging.getLogger("cslr.bench")
 
@@ -56,7 +57,7 @@ SCHEDULE_EPOCHS = 5           # of the 5-epoch schedule (configs/student.yaml's 
                               # the KD student is off the __ON__-only plateau there (dev WER ~60%), where a 3-epoch
                               # schedule's students all still sit at 79.4% and no WER difference could show
 QUICK_STEPS = 4
-SIZE_TARGET, WER_TARGET = 50.0, 0.5
+SIZE_TARGET, WER_TARGET = bound("softtargets.topk_size_ratio"), bound("softtargets.topk_wer_delta")
 
 
 @dataclass(frozen=True)
