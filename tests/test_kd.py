@@ -117,6 +117,30 @@ def test_loss_weights_ctc_and_t_squared_kl():
         distillation_loss(out, {k: batch[k] for k in ("targets", "target_lengths")}, 0.5, 3.0)
 
 
+def test_aux_heads_get_their_own_ctc_and_kl():
+    """A student's auxiliary stream heads add aux_weight x (their CTC) and aux_weight x (their KL to the same
+    targets) to the two terms; alpha 0 is the teacher's loss, main CTC + aux_weight x each auxiliary CTC."""
+    from cslr.trainer.losses import teacher_loss
+
+    g = torch.Generator().manual_seed(3)
+    lp = lambda: F.log_softmax(torch.randn(2, 6, 5, generator=g), -1)  # noqa: E731
+    out = {"log_probs": lp(), "lengths": torch.tensor([6, 4]), "aux": {"rgb": lp(), "pose": lp()}}
+    batch = {"targets": torch.tensor([[1, 2], [3, 0]]), "target_lengths": torch.tensor([2, 1]),
+             **soft_targets_from_log_probs(torch.randn(2, 8, 5, generator=g), torch.tensor([8, 5]), 2.0, topk=3)}
+    targets = [batch[k] for k in ("soft_logp", "soft_idx", "soft_lengths")]
+    ctc = {n: ctc_loss(x, out["lengths"], batch["targets"], batch["target_lengths"])
+           for n, x in [("main", out["log_probs"]), *out["aux"].items()]}
+    kl = {n: soft_target_kl(x, out["lengths"], *targets, 2.0) for n, x in [("main", out["log_probs"]), *out["aux"].items()]}
+    loss, parts = distillation_loss(out, batch, alpha=0.6, temperature=2.0, aux_weight=0.25)
+    want = 0.4 * (ctc["main"] + 0.25 * (ctc["rgb"] + ctc["pose"])) + 0.6 * 4.0 * (kl["main"] + 0.25 * (kl["rgb"] + kl["pose"]))
+    torch.testing.assert_close(loss, want)
+    assert set(parts) == {"ctc", "ctc_rgb", "ctc_pose", "kd", "kd_rgb", "kd_pose"}
+    torch.testing.assert_close(parts["kd_pose"], kl["pose"])
+    no_kd, _ = distillation_loss(out, batch, alpha=0.0, temperature=2.0, aux_weight=0.25)
+    torch.testing.assert_close(no_kd, teacher_loss(out, batch, 0.25)[0])
+    torch.testing.assert_close(distillation_loss(out, batch, 0.6, 2.0)[0], 0.4 * ctc["main"] + 0.6 * 4.0 * kl["main"])
+
+
 # ---------------------------------------------------------------------------------------------- online == offline
 @pytest.fixture(scope="module")
 def teacher_ckpt(tiny_data, tmp_path_factory) -> Path:

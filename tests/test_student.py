@@ -55,9 +55,29 @@ def test_padding_invariance(kw):
 def test_every_parameter_gets_a_gradient():
     model = build_model("student_tiny", V, modality="rgb+pose").train()
     out = model(make_rgb(2, 9, 16), make_pose(2, 9), lengths=torch.tensor([9, 6]))
-    out["log_probs"].sum().backward()
+    sum(lp.sum() for lp in [out["log_probs"], *out["aux"].values()]).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("modality", ["rgb", "rgb+pose"])
+def test_aux_heads_classify_each_stream_in_training_only(modality):
+    """One auxiliary CTC classifier per stream, fed by that stream's features alone, and none at inference."""
+    model = randomise_norms(build_model("student_tiny", V, modality=modality)).train()
+    rgb, pose = make_rgb(2, 9, 16), make_pose(2, 9)
+    out = model(rgb, pose, lengths=torch.tensor([9, 6]))
+    assert set(out["aux"]) == set(modality.split("+"))
+    for name, lp in out["aux"].items():
+        assert lp.shape == out["log_probs"].shape, name
+        assert_log_probs(lp)
+        model.zero_grad()
+        lp.sum().backward(retain_graph=True)
+        touched = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        own = {"rgb": {"frames", "temporal"}, "pose": {"pose"}}[name]
+        assert touched == own | {"aux_heads"}, (name, touched)  # not the sequence head, not the other stream
+    with torch.no_grad():
+        assert model.eval()(rgb, pose, lengths=torch.tensor([9, 6]))["aux"] == {}
+    assert len(build_model("student_tiny", V, modality=modality, aux_heads=False).aux_heads) == 0
 
 
 def test_pose_is_required_only_for_pose_models():
@@ -93,6 +113,19 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(rgb)["log_probs"], model(rgb)["log_probs"])
     assert len(vocab) == V
+
+    # A student saved before the auxiliary heads existed still loads (they only train); other gaps do not.
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_heads.")}
+    meta = {"config": {}, "vocab": [f"G{i}" for i in range(V - 1)], "model_name": "student_tiny",
+            "model_kwargs": {"head": "conv", "dropout": 0.1}, "num_classes": V}
+    save_portable(tmp_path / "old.pth", old, meta)
+    again, _, _ = model_from_checkpoint(tmp_path / "old.pth")
+    assert len(again.aux_heads) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(again(rgb)["log_probs"], model(rgb)["log_probs"])
+    save_portable(tmp_path / "bad.pth", {k: v for k, v in old.items() if not k.startswith("classifier.")}, meta)
+    with pytest.raises(ValueError, match="missing"):
+        model_from_checkpoint(tmp_path / "bad.pth")
 
 
 def test_nhwc_backbone_computes_what_an_nchw_copy_computes():

@@ -83,7 +83,7 @@ def make_step(name: str, num_classes: int, batch: dict, precision: str, device: 
         batch = {**batch, **batch_to(dense_soft_targets(out["log_probs"], out["lengths"]), device)}
 
         def loss_fn(out):
-            return distillation_loss(out, batch, 0.7, 3.0)[0]
+            return distillation_loss(out, batch, 0.7, 3.0, aux_weight=0.5)[0]
     else:
         def loss_fn(out):
             return teacher_loss(out, batch, 0.5)[0]

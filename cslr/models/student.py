@@ -5,6 +5,7 @@
     pose (B, T, 543, 3) (optional) -> PoseEncoder -> (B, T', pose_hidden), concatenated   = "features"
     -> BiLSTM (packed; head="lstm") or one more temporal conv (head="conv", no recurrence: streamable)
     -> classifier -> "log_probs" (B, T', V) fp32
+    auxiliary CTC classifiers on each stream's (B, T', C) sequence -> "aux" {"rgb", "pose"} (training mode only)
 
 Same interface as the teacher (`cslr.models.teacher`): the same `forward(rgb, pose, lengths)` dict and the same
 exact `output_length`, T' = ceil(T / 4), so frame-level distillation aligns student and teacher frame by frame.
@@ -47,6 +48,12 @@ class StudentConfig:
         lstm_hidden: BiLSTM hidden size per direction.
         lstm_layers: stacked BiLSTM layers.
         pose_parts, pose_hidden: the pose stream (modality "rgb+pose" only).
+        aux_heads: an auxiliary CTC classifier on each stream's temporal features ("rgb": the conv output of the
+            frame features, "pose": the pose encoder's), as VAC's conv-head and the teacher's stream heads. The
+            sequence head can fit the CTC loss with little help from the per-frame features; a loss straight on
+            them trains the backbone and the pose encoder to be discriminative per frame, which the 32x32 CPU
+            student needs to leave the __ON__/__OFF__ plateau. They run in training mode only (inference and
+            the ONNX graph carry no cost); the trainer weighs them with `model.aux_weight`.
         dropout: on the backbone features, between LSTM layers and before the classifier.
         bn_momentum: the backbone's BatchNorm running-statistics momentum. torchvision builds MobileNetV3 with
             0.01 (TensorFlow's 0.99 decay, made for ImageNet's 600 epochs): trained from scratch for a few
@@ -67,6 +74,7 @@ class StudentConfig:
     pose_hidden: int = 64
     dropout: float = 0.1
     bn_momentum: float = 0.1
+    aux_heads: bool = True
 
     def __post_init__(self):
         self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
@@ -131,6 +139,10 @@ class Student(nn.Module):
             self.head = TemporalConv(feat_dim, feat_dim, ("K3",))
             head_dim = feat_dim
         self.classifier = Classifier(head_dim, cfg.num_classes, cfg.dropout)
+        streams = {"rgb": cfg.temporal_hidden, **({"pose": cfg.pose_hidden} if self.pose is not None else {})}
+        self.aux_heads = nn.ModuleDict(
+            {name: Classifier(dim, cfg.num_classes, cfg.dropout) for name, dim in streams.items()} if cfg.aux_heads else {}
+        )
 
     def output_length(self, lengths: Tensor | int):
         """Exact number of output frames for `lengths` input frames: ceil(T / 4), as the teacher."""
@@ -156,8 +168,9 @@ class Student(nn.Module):
             pose: (B, T, 543, 3) landmarks, NaN where missing (modality "rgb+pose" only; ignored otherwise).
             lengths: (B,) valid input frames per sample (default: all T; then no packing, as in ONNX export).
         Returns:
-            {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {} (no auxiliary heads),
-             "features": (B, T', C) the sequence fed to the head, zero at padded frames}.
+            {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {stream: (B, T', V) fp32} (training
+             mode with aux_heads, else {}), "features": (B, T', C) the sequence fed to the head, zero at padded
+             frames}.
         """
         if rgb is None:
             raise ValueError("the student needs an 'rgb' input")
@@ -175,14 +188,16 @@ class Student(nn.Module):
         features, out_lengths = self.temporal(x, None if full else lengths)  # (B, T', hidden)
         if full:
             out_lengths = self.output_length(lengths)
+        streams = {"rgb": features}
         if self.pose is not None:
-            pose_feats, _ = self.pose(pose, None if full else lengths)  # (B, T', pose_hidden)
-            features = torch.cat([features, pose_feats], dim=-1)
+            streams["pose"], _ = self.pose(pose, None if full else lengths)  # (B, T', pose_hidden)
+            features = torch.cat([features, streams["pose"]], dim=-1)
+        aux = {name: head(streams[name]) for name, head in self.aux_heads.items()} if self.training else {}
         if self.cfg.head == "lstm":
             hidden = self.head(features, None if full else out_lengths)  # (B, T', 2 * lstm_hidden)
         else:
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
-        return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": {}, "features": features}
+        return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
 
 
 def load_pretrained_backbone(model: Student, path: str | Path) -> int:

@@ -23,7 +23,7 @@ class ModelConfig:
     arch: str = "teacher_small"     # a registered builder (cslr.models.registry)
     modality: str = "rgb+pose"      # rgb | pose | rgb+pose
     dropout: float = 0.3
-    aux_weight: float = 0.5         # weight of each stream's auxiliary CTC loss (two-stream models)
+    aux_weight: float = 0.5         # weight of each auxiliary head's CTC (and KD) loss: teacher streams, student streams
     pretrained: str = ""            # optional local weights file (never downloaded)
 
 

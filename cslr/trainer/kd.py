@@ -3,7 +3,8 @@
     loss = (1 - alpha) * CTC(student) + alpha * T^2 * KL(teacher_T || student_T)
 
 KL is taken per valid student output frame and averaged over the valid frames of the batch (padding masked);
-T^2 keeps the gradient scale of the soft term independent of T (Hinton et al., 2015).
+T^2 keeps the gradient scale of the soft term independent of T (Hinton et al., 2015). A student with auxiliary
+heads on its streams adds `model.aux_weight` times each head's CTC and KL to the same terms (`distillation_loss`).
 
 Soft targets (the contract with `launch/soft_targets.py` and the loader): per teacher output frame, the teacher's
 log-probabilities at temperature T, log_softmax(teacher_log_probs / T), over K labels:
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from cslr.models.heads import length_mask
 
-from .losses import ctc_loss
+from .losses import teacher_loss
 from .trainer import model_forward
 
 logger = logging.getLogger("cslr")
@@ -111,21 +112,32 @@ def soft_target_kl(student_log_probs: Tensor, student_lengths: Tensor, soft_logp
     return torch.where(valid, kl, 0.0).sum() / valid.sum().clamp(min=1)
 
 
-def distillation_loss(out: dict, batch: dict, alpha: float, temperature: float) -> tuple[Tensor, dict]:
+def distillation_loss(out: dict, batch: dict, alpha: float, temperature: float,
+                      aux_weight: float = 0.0) -> tuple[Tensor, dict]:
     """(1 - alpha) * CTC + alpha * T^2 * KL, the targets read from the batch's soft-target keys.
 
-    Returns (loss, parts for logging: "ctc", "kd").
+    With auxiliary heads (`out["aux"]`, the student's per-stream classifiers), each adds aux_weight times its
+    own CTC to the CTC term and aux_weight times its own KL to the same teacher targets to the KL term, so the
+    stream features are taught frame by frame by the teacher too. alpha 0 is the teacher's loss
+    (`teacher_loss`: main CTC + aux_weight * each auxiliary CTC).
+
+    Returns (loss, parts for logging: "ctc", "kd", and "ctc_<stream>", "kd_<stream>" per auxiliary head).
     """
-    ctc = ctc_loss(out["log_probs"], out["lengths"], batch["targets"], batch["target_lengths"])
+    ctc, parts = teacher_loss(out, batch, aux_weight)
     if alpha == 0:
-        return ctc, {"ctc": ctc.detach()}
+        return ctc, parts
     missing = [k for k in SOFT_KEYS if k not in batch]
     if missing:
         raise KeyError(f"batch has no soft targets {missing}: give --soft_targets DIR or a --teacher_checkpoint")
-    kl = soft_target_kl(out["log_probs"], out["lengths"], batch["soft_logp"], batch["soft_idx"],
-                        batch["soft_lengths"], temperature)
+    targets = [batch[k] for k in SOFT_KEYS]
+    kl = soft_target_kl(out["log_probs"], out["lengths"], *targets, temperature)
+    parts["kd"] = kl.detach()
+    for name, lp in out.get("aux", {}).items():
+        aux = soft_target_kl(lp, out["lengths"], *targets, temperature)
+        parts[f"kd_{name}"] = aux.detach()
+        kl = kl + aux_weight * aux
     loss = (1 - alpha) * ctc + alpha * temperature ** 2 * kl
-    return loss, {"ctc": ctc.detach(), "kd": kl.detach()}
+    return loss, parts
 
 
 @torch.no_grad()
@@ -138,12 +150,12 @@ def teacher_soft_targets(teacher: torch.nn.Module, batch: dict, temperature: flo
 
 
 def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
-                 autocast=contextlib.nullcontext):
+                 autocast=contextlib.nullcontext, aux_weight: float = 0.0):
     """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys."""
     def loss_fn(out: dict, batch: dict):
         if teacher is not None and alpha > 0:
             batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
-        return distillation_loss(out, batch, alpha, temperature)
+        return distillation_loss(out, batch, alpha, temperature, aux_weight)
 
     return loss_fn
 
@@ -175,11 +187,11 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     soft_dir = getattr(cfg.data, "soft_targets", "")
     if kd.alpha == 0:
         logger.info("--alpha 0: CTC only, no distillation")
-        return make_kd_loss(0.0, kd.temperature)
+        return make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight)
     if soft_dir:
         _check_soft_manifest(soft_dir, kd.temperature, len(vocab))
         logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
-        return make_kd_loss(kd.alpha, kd.temperature)
+        return make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight)
     if not kd.teacher_checkpoint:
         raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
     teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
@@ -188,7 +200,8 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     cfg.data.modalities = tuple(m for m in ("rgb", "pose") if m in need)
     logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
                 kd.alpha, kd.temperature)
-    return make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast)
+    return make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast,
+                        aux_weight=cfg.model.aux_weight)
 
 
 def _check_soft_manifest(soft_dir: str, temperature: float, num_classes: int) -> None:

@@ -24,6 +24,9 @@ def build_model(cfg_model, num_classes: int) -> tuple[torch.nn.Module, dict]:
     from cslr.models.registry import build_model as _build
 
     kwargs = {"modality": cfg_model.modality, "dropout": cfg_model.dropout}
+    if cfg_model.arch.startswith("student"):
+        # aux_weight 0: no auxiliary heads at all (parameters without a gradient would stop DDP)
+        kwargs["aux_heads"] = cfg_model.aux_weight > 0
     model = _build(cfg_model.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg_model.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 
@@ -35,6 +38,10 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Vocabulary
     ck = load_portable(path)
     model = _build(ck["model_name"], num_classes=ck["num_classes"], **ck["model_kwargs"])
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    if missing and all(k.startswith("aux_heads.") for k in missing) and getattr(model.cfg, "aux_heads", False):
+        # A student saved before it had auxiliary heads: they only run in training, inference does not need them.
+        model.aux_heads = torch.nn.ModuleDict()
+        model.cfg.aux_heads, missing = False, []
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match model {ck['model_name']} "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
