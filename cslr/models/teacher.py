@@ -105,20 +105,25 @@ class Teacher(nn.Module):
         for name in self.encoders:
             if inputs[name] is None:
                 raise ValueError(f"teacher with modality {self.cfg.modality!r} needs a {name!r} input")
-        T = inputs[next(iter(self.encoders))].shape[1]
+        first = inputs[next(iter(self.encoders))]
+        B, T = first.shape[:2]
         if any(inputs[n].shape[1] != T for n in self.encoders):
             raise ValueError(f"rgb and pose have different frame counts: {rgb.shape[1]} vs {pose.shape[1]}")
-        if lengths is None:
-            lengths = torch.full((inputs[next(iter(self.encoders))].shape[0],), T, dtype=torch.long)
+        # lengths None = every frame valid: no masks, no packing and no length arithmetic in the streams, which an
+        # ONNX trace would bake in at the example's length (the graph then went wrong for T not divisible by 4)
+        full = lengths is None
+        if full:
+            lengths = torch.full((B,), T, dtype=torch.long, device=first.device)
         lengths = lengths.to(device=next(self.parameters()).device, dtype=torch.long)
-        if lengths.min() < 1 or lengths.max() > T:
+        if not full and (lengths.min() < 1 or lengths.max() > T):
             raise ValueError(f"lengths must be in [1, {T}], got {lengths.tolist()}")
 
-        streams, out_lengths = {}, None
-        for name, encoder in self.encoders.items():
-            streams[name], out_lengths = encoder(inputs[name], lengths)  # (B, T', C_name)
+        streams = {name: encoder(inputs[name], None if full else lengths)[0]  # (B, T', C_name)
+                   for name, encoder in self.encoders.items()}
+        out_lengths = self.output_length(lengths)
         aux = {name: head(streams[name]) for name, head in self.aux_heads.items()}  # (B, T', V)
         features = self.fusion(torch.cat(list(streams.values()), dim=-1))  # (B, T', fusion_dim)
-        features = features * length_mask(out_lengths, features.shape[1])[..., None].to(features.dtype)
-        hidden = self.temporal(features, out_lengths)  # (B, T', 2 * lstm_hidden)
+        if not full:
+            features = features * length_mask(out_lengths, features.shape[1])[..., None].to(features.dtype)
+        hidden = self.temporal(features, None if full else out_lengths)  # (B, T', 2 * lstm_hidden)
         return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
