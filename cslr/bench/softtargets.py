@@ -16,8 +16,8 @@ What runs, on the synthetic small corpus (`small_corpus`) and the benchmark teac
    (`topk_size_ratio_phoenix_vocab`): the ratio grows with the vocabulary, the top-K payload does not;
 3. one KD student per variant (`launch/student.py --soft_targets DIR`, offline targets: the same arch, seed,
    config and number of optimizer steps) and its dev WER (greedy decoding) at the end; `topk_wer_delta` = top-K
-   student - dense fp32 student, in WER points. Students are cached in ctx.work per variant, step count and
-   teacher (a rerun with the same teacher reuses them).
+   student - dense fp32 student, in WER points. Students are cached in ctx.work per variant, step count, teacher
+   and recipe (their flags and the student's sources: a rerun with the same ones reuses them).
 
 K = 8: at the distillation temperature (T = 3, configs/student.yaml) the softened teacher spreads its mass over a
 few labels per frame; the suite measures the mass the top 1/2/4/8/16 labels keep (`figures["topk_mass"]`), and 8
@@ -167,19 +167,20 @@ def train_student(ctx: BenchContext, data: Path, teacher: Path, soft_dir: Path, 
 
     The same arch (configs/student.yaml, or student_tiny with ctx.quick), seed and steps for every variant
     (the LR schedule of SCHEDULE_EPOCHS epochs, or of ceil(steps / steps per epoch) if more, stopped at `steps`).
-    Cached per variant/steps/teacher.
+    Cached per variant, steps, teacher and recipe (`_recipe_tag`).
     """
-    tag = hashlib.sha256(str(teacher.resolve()).encode() + str(teacher.stat().st_mtime_ns).encode()).hexdigest()[:8]
-    out = ctx.work / ("softtargets-quick" if ctx.quick else "softtargets") / f"student-{variant.slug}-{steps}-{tag}"
     steps_per_epoch = _steps_per_epoch(data, ctx)
     epochs = max(1 if ctx.quick else SCHEDULE_EPOCHS, -(-steps // steps_per_epoch))
     args = ["--data", str(data), "--soft_targets", str(soft_dir), "--teacher_checkpoint", "", "--temperature",
             str(TEMPERATURE), "--max_steps", str(steps), "--epochs", str(epochs), "--seed", str(ctx.seed),
-            "--beam_width", "0", "--report_to", "none", "--resume", "auto", "--output_dir", str(out)]
+            "--beam_width", "0", "--report_to", "none", "--resume", "auto"]
     if ctx.quick:
         args += ["--arch", "student_tiny", "--num_workers", "0", "--batch_size", "4"]
     else:
         args += ["--num_workers", str(ctx.workers)]
+    out = (ctx.work / ("softtargets-quick" if ctx.quick else "softtargets")
+           / f"student-{variant.slug}-{steps}-{_recipe_tag(teacher, args)}")
+    args += ["--output_dir", str(out)]
     results = out / "results.json"
     cached = results.is_file()
     t0 = time.perf_counter()
@@ -193,6 +194,19 @@ def train_student(ctx: BenchContext, data: Path, teacher: Path, soft_dir: Path, 
     last = res["history"][-1]  # the evaluation after the last step: every variant at the same step count
     return {"dev_wer": last["dev_wer"], "steps": last["step"], "best_dev_wer": res.get("best_dev_wer"),
             "train_s": None if cached else time.perf_counter() - t0, "cached": cached, "dir": str(out)}
+
+
+# What a cached KD student depends on besides its flags: a change to any of them retrains it.
+RECIPE_FILES = ("configs/student.yaml", "cslr/models/student.py", "cslr/models/heads.py", "cslr/models/pose.py",
+                "cslr/trainer/kd.py", "cslr/trainer/losses.py")
+
+
+def _recipe_tag(teacher: Path, args: list[str]) -> str:
+    """Teacher file (path, mtime), the student's flags and the sources of its recipe -> an 8-hex cache tag."""
+    h = hashlib.sha256(f"{teacher.resolve()}|{teacher.stat().st_mtime_ns}|{args}".encode())
+    for name in RECIPE_FILES:
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _steps_per_epoch(data: Path, ctx: BenchContext) -> int:
