@@ -312,6 +312,11 @@ def _targets(summary: dict, figures: dict) -> list[str]:
     steps = figures["student_steps"]
     wer = (f"- KD quality, top-{TOPK} student's dev WER within {WER_TARGET} points of the dense fp32 student's: "
            f"{delta:+.2f} points ({'met' if abs(delta) <= WER_TARGET else 'not met'}) after {steps} steps.")
+    if delta < -WER_TARGET:
+        mass = {int(k): v for k, v in figures["topk_mass"].items()}.get(TOPK)
+        tail = f" ({1 - mass:.2f} of it at T = {figures['temperature']:g})" if mass is not None else ""
+        wer += (f" The top-{TOPK} student is the better one: renormalised over its {TOPK} labels, the target drops "
+                f"the teacher's tail mass{tail} and is sharper than the dense one.")
     if abs(delta) > WER_TARGET:
         wer += (" One student per variant at one seed: the difference includes seed-level training noise (the "
                 "dense fp16 student shows its size for targets that differ only by fp16 rounding).")
