@@ -69,6 +69,7 @@ def dense_soft_targets(log_probs: torch.Tensor, lengths: torch.Tensor, temperatu
 def make_step(name: str, num_classes: int, batch: dict, precision: str, device: str):
     """A closure running one optimizer step of model `name` on `batch` in `precision`; returns (step, model)."""
     from cslr.models.registry import build_model
+    from cslr.trainer.config import ModelConfig
     from cslr.trainer.kd import distillation_loss
     from cslr.trainer.losses import teacher_loss
     from cslr.trainer.trainer import batch_to, model_forward
@@ -83,10 +84,10 @@ def make_step(name: str, num_classes: int, batch: dict, precision: str, device: 
         batch = {**batch, **batch_to(dense_soft_targets(out["log_probs"], out["lengths"]), device)}
 
         def loss_fn(out):
-            return distillation_loss(out, batch, 0.7, 3.0, aux_weight=0.5)[0]
+            return distillation_loss(out, batch, 0.7, 3.0, aux_weight=ModelConfig.aux_weight)[0]
     else:
         def loss_fn(out):
-            return teacher_loss(out, batch, 0.5)[0]
+            return teacher_loss(out, batch, ModelConfig.aux_weight)[0]
 
     def step():
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
