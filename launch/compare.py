@@ -177,8 +177,7 @@ def safe(name: str) -> str:
 
 def measure_wer(acc, loaded: tuple, row: dict, args) -> None:
     """dev_wer / test_wer of the model in `row` (null with a note when its data has no such split)."""
-    evaluate = _sibling("evaluate")
-    from cslr.trainer.wer import score
+    from cslr.eval.wer import score
 
     model, vocab, ck, data_cfg, manifest = loaded
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
@@ -190,7 +189,7 @@ def measure_wer(acc, loaded: tuple, row: dict, args) -> None:
             row.setdefault("notes", []).append(f"{data_cfg.data}: no {split} split")
             log(f"  {split}: no such split in {data_cfg.data}")
             continue
-        hyps, refs = evaluate.decode_split(acc, model, vocab, data_cfg, split, protocol, args.beam,
+        hyps, refs = decode_split(acc, model, vocab, data_cfg, split, protocol, args.beam,
                                            desc=f"{row['name']} {split}")
         row[f"{split}_wer"] = score(hyps, refs, protocol=protocol).wer
         log(f"  {split} WER {row[f'{split}_wer']:.2f}% ({len(hyps)} videos, beam {args.beam})")
@@ -358,11 +357,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate import Accelerator
 
-    evaluate = _sibling("evaluate")
     loaded = {}
     try:  # every checkpoint and data folder checked before any long work
         for e in entries:
-            loaded[id(e)] = evaluate.load_for_eval(e.path, args.data, args.eval_batch_size, args.num_workers)
+            loaded[id(e)] = load_for_eval(e.path, args.data, args.eval_batch_size, args.num_workers)
             e.name = e.name or default_name(loaded[id(e)][2]["model_name"], e.path)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -386,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = next((e.name for e in entries if e.role == "teacher"), entries[0].name)
     result = {"models": rows, "settings": settings(args, acc), "reference": reference,
               "ratios": ratios(rows, reference)}
-    from cslr.datasets.writer import atomic_write_json
+    from cslr.io import atomic_write_json
 
     atomic_write_json(out / "compare.json", result)
     (out / "compare.md").write_text(markdown(result))

@@ -4,7 +4,7 @@
     accelerate launch --num_processes 8 launch/evaluate.py --checkpoint ... --split dev   # across GPUs
 
 Writes <out>/<split>_hyp.ctm and <out>/<split>_wer.json (out defaults to the checkpoint's folder).
-`load_for_eval` / `decode_split` are shared with launch/compare.py.
+The work is `cslr.eval.evaluate` (`load_for_eval`, `decode_split`), shared with compare.py and the benchmarks.
 """
 
 from __future__ import annotations
@@ -14,41 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, num_workers: int = 2,
-                  splits: tuple[str, ...] = ()):
-    """Rebuild the model of `checkpoint` and the evaluation data config: (model, vocab, ck, data_cfg, manifest).
-
-    `data` overrides the folder saved in the checkpoint's config. Raises FileNotFoundError / ValueError naming the
-    file (a missing checkpoint or manifest, weights of another model, a split of `splits` the data lacks).
-    """
-    import dataclasses
-
-    from cslr.datasets.pipeline import DataConfig
-    from cslr.datasets.writer import load_manifest
-    from cslr.trainer.run import model_from_checkpoint
-
-    model, vocab, ck = model_from_checkpoint(checkpoint)
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    data_cfg = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                             for k, v in ck["config"]["data"].items() if k in known})
-    data_cfg.data = data or data_cfg.data
-    data_cfg.batch_size, data_cfg.num_workers = batch_size, num_workers
-    manifest = load_manifest(data_cfg.data)
-    for split in splits:
-        if split not in manifest["splits"]:
-            raise ValueError(f"{data_cfg.data}: no split {split!r} (has {sorted(manifest['splits'])})")
-    return model, vocab, ck, data_cfg, manifest
-
-
-def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "") -> tuple[dict, dict]:
-    """Decode every video of `split` (beam width `beam`, 1 = greedy) -> (hyps, refs) as `evaluate_loader` returns
-    them: complete on the main process. `model` must already be on `acc.device`."""
-    from cslr.datasets.pipeline import build_loader
-    from cslr.trainer.trainer import evaluate_loader
-
-    loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
-    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split)
+from cslr.eval.evaluate import decode_split, load_for_eval
 
 
 def main(argv=None) -> int:
@@ -65,7 +31,7 @@ def main(argv=None) -> int:
 
     from accelerate import Accelerator
 
-    from cslr.trainer.wer import score, write_ctm
+    from cslr.eval.wer import score, write_ctm
 
     try:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max abs log-prob difference allowed (default 1e-3)")
     args = p.parse_args(argv)
 
-    from cslr.trainer.run import model_from_checkpoint
+    from cslr.models.checkpoint import model_from_checkpoint
 
     try:
         model, vocab, ck = model_from_checkpoint(args.checkpoint)

@@ -33,9 +33,9 @@ def main(argv=None) -> int:
     from cslr.trainer.config import TrainConfig
     from cslr.trainer.losses import teacher_loss
     from cslr.trainer.optim import build_optimizer
-    from cslr.trainer.run import build_model
+    from cslr.models.checkpoint import build_model
     from cslr.trainer.trainer import batch_to, evaluate_loader, model_forward, resolve_data
-    from cslr.trainer.wer import score
+    from cslr.eval.wer import score
 
     set_seed(args.seed)
     cfg = TrainConfig()

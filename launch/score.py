@@ -10,8 +10,8 @@ Exit status 2 with a message naming the file (and line) on a missing or malforme
 import argparse
 import sys
 
-from cslr.datasets.writer import atomic_write_json
-from cslr.trainer.wer import PROTOCOLS, read_ctm, read_stm, score
+from cslr.io import atomic_write_json
+from cslr.eval.wer import PROTOCOLS, read_ctm, read_stm, score
 
 
 def main(argv=None) -> int:

@@ -19,8 +19,8 @@ as launch/teacher.py (AMP, accumulation, DDP/DeepSpeed, resume, W&B): the same o
 import sys
 from pathlib import Path
 
-from cslr.trainer.kd import setup_student
-from cslr.trainer.run import train_main
+from cslr.recipes.student import setup_student
+from cslr.recipes.train import train_main
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "student.yaml")
 

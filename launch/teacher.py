@@ -14,7 +14,7 @@ training_curves.png, test_hyp.ctm, tensorboard/, wandb/.
 import sys
 from pathlib import Path
 
-from cslr.trainer.run import train_main
+from cslr.recipes.train import train_main
 
 DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml")
 

@@ -51,9 +51,9 @@ def save_untrained(tiny_data: Path, folder: Path, arch: str = "teacher_tiny", mo
     """An untrained `arch` written as a run's best_model.pth (as Trainer.save_best does) whose config points at
     `tiny_data` with 32x32 crops; `randomise` gives its norm layers trained-looking statistics."""
     from cslr.datasets.vocab import Vocabulary
-    from cslr.trainer.checkpoint import save_portable
+    from cslr.models.checkpoint import save_portable
     from cslr.trainer.config import ModelConfig, TrainConfig, plain_dict
-    from cslr.trainer.run import build_model
+    from cslr.models.checkpoint import build_model
 
     torch.manual_seed(0)
     vocab = Vocabulary.load(tiny_data / "vocab.txt")

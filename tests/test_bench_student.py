@@ -17,14 +17,15 @@ pytest.importorskip("onnxruntime")
 from cslr.bench import student as S  # noqa: E402
 from cslr.bench.context import BenchContext  # noqa: E402
 from cslr.models.export import LogProbs  # noqa: E402
-from cslr.trainer.decode import greedy_decode  # noqa: E402
+from cslr.eval.decode import greedy_decode  # noqa: E402
+from cslr.eval.evaluate import load_for_eval  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_data, tmp_path_factory):
     """A tiny untrained student with trained-looking norms, its dev and calibration clips, and its variants."""
     ckpt = save_untrained(tiny_data, tmp_path_factory.mktemp("stu"), "student_tiny", "rgb", randomise=True)
-    model, vocab, ck, data_cfg, manifest = S.evaluate_module().load_for_eval(ckpt, "", 4, 0, splits=("dev",))
+    model, vocab, ck, data_cfg, manifest = load_for_eval(ckpt, "", 4, 0, splits=("dev",))
     names = LogProbs(model.eval()).inputs
     clips = S.load_clips(data_cfg, vocab, "dev")
     calib = S.load_clips(data_cfg, vocab, "train", limit=4)

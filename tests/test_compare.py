@@ -45,7 +45,7 @@ def evaluate_wer(checkpoint: Path, split: str, tmp_path: Path) -> float:
 
 
 def test_compare_json_matches_its_sources(compared, tmp_path):
-    from cslr.trainer.run import model_from_checkpoint
+    from cslr.models.checkpoint import model_from_checkpoint
 
     teacher, student, out, proc = compared
     result = json.loads((out / "compare.json").read_text())

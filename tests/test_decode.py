@@ -1,4 +1,4 @@
-"""Tests of cslr.trainer.decode against references: a plain-Python best path, and brute-force
+"""Tests of cslr.eval.decode against references: a plain-Python best path, and brute-force
 enumeration of every alignment for prefix beam search.
 
     pytest tests/test_decode.py -q
@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cslr.trainer.decode import beam_search, greedy_decode
+from cslr.eval.decode import beam_search, greedy_decode
 
 
 def _collapse(path, blank):

@@ -43,7 +43,7 @@ def test_onnx_parity_with_dynamic_batch_time_and_size(name, kwargs, tmp_path):
 
 
 def test_export_cli_writes_and_checks(tmp_path):
-    from cslr.trainer.checkpoint import save_portable
+    from cslr.models.checkpoint import save_portable
 
     model = randomise_norms(build_model("student_tiny", 5)).eval()
     save_portable(tmp_path / "s.pth", model.state_dict(), {

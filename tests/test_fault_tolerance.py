@@ -23,7 +23,8 @@ import torch
 from conftest import REPO, accelerate_cmd, check_ok, clean_env, free_port, run_cmd
 from test_trainer import final_weights, tiny_flags
 
-from cslr.trainer.checkpoint import STATE_FILE, list_checkpoints, load_portable
+from cslr.models.checkpoint import load_portable
+from cslr.trainer.checkpoint import STATE_FILE, list_checkpoints
 
 TEACHER = str(REPO / "launch" / "teacher.py")
 # 4 epochs x 9 optimizer steps (one process, batch 4, 36 train videos), a checkpoint every 3 steps

@@ -25,7 +25,8 @@ from cslr.datasets import soft_targets as st
 from cslr.datasets.pipeline import DataConfig, build_loader
 from cslr.datasets.schema import RGB
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import atomic_write_json, load_manifest, sha256_file, tar_bytes, write_shard
+from cslr.io import atomic_write_json, sha256_file
+from cslr.datasets.writer import load_manifest, tar_bytes, write_shard
 
 from conftest import REPO, accelerate_cmd, check_ok, clean_env, free_port, run_cmd, save_untrained
 
@@ -140,8 +141,8 @@ def test_two_ranks_every_key_once_and_sidecars_mirror_the_data(tiny_data, teache
 
 def test_values_equal_the_teacher_on_the_eval_loader(tiny_data, teacher, two_ranks):
     """Reference: the teacher run one video at a time on the ordinary eval loader, tempered, top-K, greedy."""
-    from cslr.trainer.decode import greedy_decode
-    from cslr.trainer.run import model_from_checkpoint
+    from cslr.eval.decode import greedy_decode
+    from cslr.models.checkpoint import model_from_checkpoint
 
     model, vocab, _ = model_from_checkpoint(teacher)
     records = {r[0]: r for s in sorted(two_ranks.glob("*.tar")) for r in st.read_sidecar(s)}

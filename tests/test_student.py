@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from cslr.models.registry import build_model, count_parameters, list_models
-from cslr.models.student import load_pretrained_backbone
+from cslr.models.checkpoint import load_pretrained_backbone
 from conftest import randomise_norms
 from test_models import assert_log_probs, make_pose, make_rgb
 
@@ -101,8 +101,8 @@ def test_pretrained_backbone_from_a_local_file(tmp_path):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from cslr.trainer.checkpoint import save_portable
-    from cslr.trainer.run import model_from_checkpoint
+    from cslr.models.checkpoint import save_portable
+    from cslr.models.checkpoint import model_from_checkpoint
 
     model = randomise_norms(build_model("student_tiny", V, head="conv")).eval()
     save_portable(tmp_path / "s.pth", model.state_dict(), {

@@ -28,7 +28,8 @@ from cslr.datasets.synthetic import (
     OFF, ON, PRESETS, corpus_statistics, make_sample, plan_corpus, plan_timing, prepare_synthetic,
 )
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import load_manifest, sha256_file
+from cslr.io import sha256_file
+from cslr.datasets.writer import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = PRESETS["tiny"]

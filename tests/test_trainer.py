@@ -105,7 +105,7 @@ def cpu_share(local_processes: int) -> int:
 
 
 def test_cpu_threads_follow_the_local_processes_or_cslr_cpu_threads(monkeypatch):
-    from cslr.trainer.trainer import set_cpu_threads
+    from cslr.trainer.runtime import set_cpu_threads
 
     if torch.cuda.is_available():
         pytest.skip("CPU-only machines")
@@ -261,8 +261,9 @@ def _in_process_trainer(tiny_data, out, loss_fn=None, **run_overrides):
 
     from cslr.datasets.vocab import Vocabulary
     from cslr.trainer.config import TrainConfig
-    from cslr.trainer.run import build_model
-    from cslr.trainer.trainer import Trainer, make_accelerator
+    from cslr.models.checkpoint import build_model
+    from cslr.recipes.train import accelerator_for
+    from cslr.trainer.trainer import Trainer
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
@@ -273,7 +274,7 @@ def _in_process_trainer(tiny_data, out, loss_fn=None, **run_overrides):
     cfg.data.modalities = tuple(cfg.model.modality.split("+"))
     for k, v in run_overrides.items():
         setattr(cfg.run, k, v)
-    acc = make_accelerator(cfg)
+    acc = accelerator_for(cfg)
     vocab = Vocabulary.load(tiny_data / "vocab.txt")
     model, meta = build_model(cfg.model, len(vocab))
     return Trainer(cfg, acc, model, vocab, "phoenix2014", meta, loss_fn=loss_fn)
@@ -388,7 +389,7 @@ def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
 def test_evaluate_rescores_the_best_model_like_the_trainer(single_run, tmp_path):
     """launch/evaluate.py on best_model.pth with the trainer's beam gives the test WER that results.json holds,
     and its CTM, scored by launch/score.py against an STM of the references, gives it again."""
-    from cslr.trainer.wer import read_ctm
+    from cslr.eval.wer import read_ctm
 
     out, _ = single_run
     res = json.loads((out / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""Tests of cslr.trainer.wer: every normalisation rule, CTM/STM files, the reference STM derivation
+"""Tests of cslr.eval.wer: every normalisation rule, CTM/STM files, the reference STM derivation
 from the real corpus rows, and agreement with the real sclite (skipped where sclite is absent).
 
     pytest tests/test_wer.py -q
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
-from cslr.trainer.wer import (
+from cslr.eval.wer import (
     EMPTY,
     align_counts,
     normalize_hypothesis,

@@ -15,7 +15,8 @@ from torchvision.io import encode_jpeg
 
 from cslr.datasets.schema import LANDMARK_SLICES, NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import MANIFEST, VOCAB, atomic_write_json, shard_name, write_shard
+from cslr.io import atomic_write_json
+from cslr.datasets.writer import MANIFEST, VOCAB, shard_name, write_shard
 
 
 def encode_frames(frames: np.ndarray, quality: int = 90) -> list[bytes]:

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import torch
 
+from cslr.datasets.synthetic import cached_corpus
+from cslr.io import cache_dir
+
 log = logging.getLogger("cslr.bench")
 
 
 def default_work_dir() -> Path:
-    return Path(os.environ.get("CSLR_CACHE", Path.home() / ".cache" / "cslr")) / "bench"
+    return cache_dir() / "bench"
 
 
 def cpu_info() -> dict:
@@ -100,14 +103,7 @@ def run_logged(cmd: list[str], what: str, env: dict | None = None) -> None:
 def small_corpus(ctx: BenchContext) -> Path:
     """The synthetic corpus the train/student/softtargets suites use: `small` (the default training data, shared
     with launch/teacher.py's cache), or `tiny` with ctx.quick. Generated once."""
-    from cslr.datasets.synthetic import prepare_synthetic
-    from cslr.trainer.trainer import cache_dir
-
-    preset = "tiny" if ctx.quick else "small"
-    path = cache_dir() / f"synthetic-{preset}-seed0"
-    if not (path / "manifest.json").is_file():
-        prepare_synthetic(path, preset=preset, seed=0, workers=ctx.workers)
-    return path
+    return cached_corpus("tiny" if ctx.quick else "small", seed=0, workers=ctx.workers)
 
 
 def _train(launcher: str, out: Path, args: list[str], what: str) -> Path:

@@ -47,7 +47,7 @@ from cslr.datasets.pipeline import DataConfig, build_loader, decode_jpegs, iter_
 from cslr.datasets.schema import RGB, unpack_jpegs
 from cslr.datasets.synthetic import PRESETS, prepare_synthetic
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import read_json_record
+from cslr.io import read_json_record
 
 log = logging.getLogger("cslr.bench")
 

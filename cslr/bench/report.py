@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cslr.datasets.writer import atomic_write_json
+from cslr.io import atomic_write_json
 
 SUITES = ("loader", "train", "student", "softtargets")
 

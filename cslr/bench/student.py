@@ -31,6 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cslr.eval.evaluate import decode_split, load_for_eval
+
 from .context import BenchContext, SuiteResult, cpu_info, student_checkpoint
 from .report import bound
 from .timing import cpu_threads, rate, time_calls
@@ -77,10 +79,10 @@ def load_clips(data_cfg, vocab, split: str, limit: int = 0) -> list[dict]:
 
 
 def clip_wer(run: Runner, names: tuple[str, ...], clips: list[dict], vocab, protocol: str, beam: int = BEAM) -> dict:
-    """Dev WER of a runner: every clip alone through `run`, decoded (`cslr.trainer.decode`) and scored with the
+    """Dev WER of a runner: every clip alone through `run`, decoded (`cslr.eval.decode`) and scored with the
     project's PHOENIX WER -> {"wer", "sub", "dele", "ins", "num_ref_words"}."""
-    from cslr.trainer.decode import beam_search, greedy_decode
-    from cslr.trainer.wer import reference_from_annotation, score
+    from cslr.eval.decode import beam_search, greedy_decode
+    from cslr.eval.wer import reference_from_annotation, score
 
     hyps, refs = {}, {}
     for clip in clips:
@@ -236,30 +238,14 @@ def measure_variant(name: str, v: dict, names, ctx, clips, vocab, protocol, fram
     return row
 
 
-def evaluate_module():
-    """launch/evaluate.py (launch/ is not a package): `load_for_eval`, `decode_split`."""
-    import importlib.util
-    import sys
-
-    from .context import ROOT
-
-    key = "cslr_launch_evaluate"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "launch" / "evaluate.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[key] = module
-    return sys.modules[key]
-
-
 def evaluate_py_wer(model, vocab, data_cfg, protocol: str) -> float:
     """PyTorch fp32 dev WER through launch/evaluate.py's batched path (the project's evaluation)."""
     from accelerate import Accelerator
 
-    from cslr.trainer.wer import score
+    from cslr.eval.wer import score
 
     acc = Accelerator(cpu=True)
-    hyps, refs = evaluate_module().decode_split(acc, model, vocab, data_cfg, "dev", protocol, BEAM)
+    hyps, refs = decode_split(acc, model, vocab, data_cfg, "dev", protocol, BEAM)
     return score(hyps, refs, protocol=protocol).wer
 
 
@@ -364,7 +350,7 @@ def run(ctx: BenchContext) -> SuiteResult:
     from cslr.models.export import LogProbs
 
     checkpoint = student_checkpoint(ctx)
-    model, vocab, ck, data_cfg, manifest = evaluate_module().load_for_eval(checkpoint, "", 8, 0, splits=("dev",))
+    model, vocab, ck, data_cfg, manifest = load_for_eval(checkpoint, "", 8, 0, splits=("dev",))
     model.eval()
     protocol = manifest.get("protocol", "phoenix2014")
     names = LogProbs(model).inputs

@@ -72,7 +72,7 @@ def make_step(name: str, num_classes: int, batch: dict, precision: str, device: 
     from cslr.trainer.config import ModelConfig
     from cslr.trainer.kd import distillation_loss
     from cslr.trainer.losses import teacher_loss
-    from cslr.trainer.trainer import batch_to, model_forward
+    from cslr.eval.forward import batch_to, model_forward
 
     modality = "rgb+pose" if name.startswith("teacher") else "rgb"
     model = build_model(name, num_classes=num_classes, modality=modality).to(device).train()

@@ -59,7 +59,8 @@ from tqdm import tqdm
 
 from .schema import NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from .vocab import Vocabulary
-from .writer import MANIFEST, VOCAB, atomic_write_json, read_json_record, shard_name, write_shard
+from cslr.io import atomic_write_json, read_json_record
+from .writer import MANIFEST, VOCAB, shard_name, write_shard
 
 FPS = 25
 SPLITS = ("train", "dev", "test")

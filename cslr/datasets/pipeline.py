@@ -108,6 +108,13 @@ class DataConfig:
     soft_targets: str = ""          # sidecar folder of teacher soft targets (launch/soft_targets.py): zipped into
                                     # the "train" split's batches as soft_logp, soft_idx, soft_lengths
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "DataConfig":
+        """The data section as a checkpoint or config.yaml stores it (lists for tuples; keys of older or newer
+        versions that this one does not know are left out)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in known})
+
 
 class BadSample(Exception):
     """A sample that cannot be used: `reason` is a short category, `detail` says what was wrong."""

@@ -67,7 +67,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .writer import MANIFEST, VOCAB, atomic_write_json, load_manifest, read_json_record, sha256_file, write_shard
+from cslr.io import atomic_write_json, read_json_record, sha256_file
+from .writer import MANIFEST, VOCAB, load_manifest, write_shard
 
 # cslr.datasets.pipeline imports this module: its names are imported here inside the functions that use them.
 
@@ -465,7 +466,7 @@ class _ShardWriter:
     @torch.no_grad()
     def run_batch(self, batch: dict, records: dict) -> None:
         """Teacher forward on a decoded batch; its videos' records go into `records` by key."""
-        from cslr.trainer.decode import greedy_decode
+        from cslr.eval.decode import greedy_decode
 
         if not bool(batch["valid"].any()):
             return
@@ -556,7 +557,7 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
     """
     from tqdm.auto import tqdm
 
-    from cslr.trainer.run import model_from_checkpoint
+    from cslr.models.checkpoint import model_from_checkpoint
 
     from .pipeline import EvalDecoder
     from .vocab import Vocabulary

@@ -46,7 +46,8 @@ from tqdm import tqdm
 from .render import Style, make_background, render_frames
 from .schema import LANDMARK_SLICES, MOUTH, NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from .vocab import Vocabulary
-from .writer import MANIFEST, VOCAB, atomic_write_json, read_json_record, sha256_file, shard_name, write_shard
+from cslr.io import atomic_write_json, cache_dir, read_json_record, sha256_file
+from .writer import MANIFEST, VOCAB, shard_name, write_shard
 
 SPLITS = ("train", "dev", "test")
 FPS = 25
@@ -933,6 +934,17 @@ def _reusable(out: Path, config: dict) -> dict:
                 entries[e["name"]] = e
     return {n: e for n, e in entries.items()
             if (out / n).is_file() and (out / n).stat().st_size == e["bytes"] and sha256_file(out / n) == e["sha256"]}
+
+
+def cached_corpus(preset: str = "small", seed: int = 0, workers: int | None = None) -> Path:
+    """The built-in corpus of `preset`, prepared once into the cache (`cslr.io.cache_dir()`) -> its folder.
+
+    Call it on one process (the main one); the folder exists complete or not at all (manifest written last).
+    """
+    path = cache_dir() / f"synthetic-{preset}-seed{seed}"
+    if not (path / MANIFEST).is_file():
+        prepare_synthetic(path, preset=preset, seed=seed, workers=workers)
+    return path
 
 
 def prepare_synthetic(out_dir: str | os.PathLike, preset: str | SyntheticPreset = "small", seed: int = 0,

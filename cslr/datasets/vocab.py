@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from cslr.io import atomic_write_bytes
+
 BLANK = "<blank>"
 BLANK_ID = 0
 
@@ -37,8 +39,6 @@ class Vocabulary:
             raise ValueError(f"{path}: {e}") from e
 
     def save(self, path: str | os.PathLike) -> None:
-        from .writer import atomic_write_bytes
-
         atomic_write_bytes(path, ("\n".join(self.glosses) + "\n").encode("utf-8"))
 
     def __len__(self) -> int:

@@ -15,6 +15,8 @@ import tarfile
 from pathlib import Path
 from typing import Iterable
 
+from cslr.io import atomic_write_bytes
+
 from .schema import META, VideoSample
 
 MANIFEST = "manifest.json"
@@ -23,39 +25,6 @@ VOCAB = "vocab.txt"
 
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file + fsync + rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def read_json_record(path: str | os.PathLike) -> dict | None:
-    """A resume record or manifest left by an earlier run, or None where it is missing, unreadable or torn."""
-    try:
-        return json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -21,12 +21,22 @@ List them: `/work/venv/bin/python -c "from cslr.models.registry import list_mode
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from .student import Student, StudentConfig
 from .teacher import Teacher, TeacherConfig
+
+@dataclass
+class ModelConfig:
+    arch: str = "teacher_small"     # a registered builder (MODELS)
+    modality: str = "rgb+pose"      # rgb | pose | rgb+pose
+    dropout: float = 0.3
+    aux_weight: float = 0.5         # weight of each auxiliary head's CTC (and KD) loss: teacher streams, student streams
+    pretrained: str = ""            # optional local weights file (never downloaded)
+
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 

@@ -10,7 +10,7 @@
 Same interface as the teacher (`cslr.models.teacher`): the same `forward(rgb, pose, lengths)` dict and the same
 exact `output_length`, T' = ceil(T / 4), so frame-level distillation aligns student and teacher frame by frame.
 The backbone is torchvision's, built with no download; ImageNet weights come from a local file
-(`load_pretrained_backbone`, width_mult 1.0 only).
+(`cslr.models.checkpoint.load_pretrained_backbone`, width_mult 1.0 only).
 
 Build one with `cslr.models.registry.build_model("student_small", num_classes=len(vocab))`.
 Run the tests: `/work/venv/bin/pytest tests/test_student.py -q`
@@ -19,7 +19,6 @@ Run the tests: `/work/venv/bin/pytest tests/test_student.py -q`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision
@@ -84,6 +83,10 @@ class StudentConfig:
                 raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
         if self.num_classes < 2:
             raise ValueError(f"StudentConfig.num_classes must count the blank and at least one gloss, got {self.num_classes}")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return tuple(self.modality.split("+"))
 
 
 class FrameEncoder(nn.Module):
@@ -198,29 +201,3 @@ class Student(nn.Module):
         else:
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
         return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
-
-
-def load_pretrained_backbone(model: Student, path: str | Path) -> int:
-    """Load ImageNet weights of the torchvision classifier (a local state dict file) into the frame encoder.
-
-    Accepts the full classification model's state dict (`features.*` and `classifier.*`; the classifier is
-    ignored) or the `features` module's own. Never downloads. Returns the number of tensors loaded.
-    """
-    from cslr.trainer.checkpoint import safe_load
-
-    path = Path(path)
-    state = safe_load(path, what="pretrained weights", kind="state dict")
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path}: expected a state dict of torchvision {model.cfg.backbone}")
-    has_prefix = any(k.startswith("features.") for k in state)
-    feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} if has_prefix else state
-    target = model.frames.features.state_dict()
-    missing = sorted(set(target) - set(feats))
-    shape_err = [k for k in target if k in feats and feats[k].shape != target[k].shape]
-    if missing or shape_err:
-        raise ValueError(f"{path}: does not fit {model.cfg.backbone} width {model.cfg.width_mult} "
-                         f"(missing {missing[:3]}, shape mismatch {shape_err[:3]}); ImageNet weights need width_mult 1.0")
-    model.frames.features.load_state_dict({k: feats[k] for k in target})
-    return len(target)

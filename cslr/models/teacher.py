@@ -39,6 +39,8 @@ class TeacherConfig:
         lstm_hidden: BiLSTM hidden size per direction (output 2 * lstm_hidden).
         lstm_layers: stacked BiLSTM layers.
         dropout: on stream features, between LSTM layers and before the classifiers.
+        aux_heads: an auxiliary CTC classifier on each stream's features when there are two streams (as
+            two-stream CSLR models do); the trainer weighs them with `model.aux_weight` (0: built without them).
     """
 
     num_classes: int = 0
@@ -50,6 +52,7 @@ class TeacherConfig:
     lstm_hidden: int = 512
     lstm_layers: int = 2
     dropout: float = 0.1
+    aux_heads: bool = True
 
     def __post_init__(self):
         self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
@@ -78,7 +81,7 @@ class Teacher(nn.Module):
         # One auxiliary CTC head per stream when there are two (as two-stream CSLR models do).
         self.aux_heads = nn.ModuleDict(
             {name: Classifier(enc.out_channels, cfg.num_classes, cfg.dropout) for name, enc in encoders.items()}
-            if len(encoders) > 1 else {}
+            if cfg.aux_heads and len(encoders) > 1 else {}
         )
         in_dim = sum(enc.out_channels for enc in encoders.values())
         self.fusion = nn.Sequential(nn.Linear(in_dim, cfg.fusion_dim), nn.ReLU(inplace=True))

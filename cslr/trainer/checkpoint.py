@@ -1,4 +1,5 @@
-"""Checkpoints: atomic `accelerator.save_state` folders, `--resume auto`, and the portable `best_model.pth`.
+"""Checkpoint folders: atomic `accelerator.save_state` folders and `--resume auto` (the portable `best_model.pth`
+is `cslr.models.checkpoint`).
 
 A checkpoint is written into `checkpoints/.tmp-<name>` by every rank, completed by the main process with
 `trainer_state.json` (written last), and renamed to `checkpoints/<name>`: a folder without the `.tmp-` prefix
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cslr.datasets.writer import atomic_write_json
+from cslr.io import atomic_write_json
 
 STATE_FILE = "trainer_state.json"
 CKPT_RE = re.compile(r"^ckpt-e(\d+)-s(\d+)$")
@@ -90,34 +91,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def save_portable(path: str | os.PathLike, state_dict: dict, extra: dict) -> None:
-    """`best_model.pth`: weights + plain-typed metadata, loadable with `torch.load(..., weights_only=True)`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"model": {k: v.detach().cpu() for k, v in state_dict.items()}, **extra}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def safe_load(path: str | os.PathLike, what: str = "checkpoint", kind: str = "cslr checkpoint"):
-    """`torch.load(weights_only=True)` of a file a user hands in, with errors naming the file and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable {kind} ({e})") from e
-
-
-def load_portable(path: str | os.PathLike) -> dict:
-    """Load a `best_model.pth` safely (no arbitrary unpickling)."""
-    ckpt = safe_load(path)
-    for key in ("model", "config", "vocab", "model_name"):
-        if key not in ckpt:
-            raise ValueError(f"{path}: checkpoint lacks {key!r}")
-    return ckpt

@@ -15,16 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from cslr.io import atomic_write_bytes
 from cslr.datasets.pipeline import DataConfig
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "teacher_small"     # a registered builder (cslr.models.registry)
-    modality: str = "rgb+pose"      # rgb | pose | rgb+pose
-    dropout: float = 0.3
-    aux_weight: float = 0.5         # weight of each auxiliary head's CTC (and KD) loss: teacher streams, student streams
-    pretrained: str = ""            # optional local weights file (never downloaded)
+from cslr.models.registry import ModelConfig
 
 
 @dataclass
@@ -214,8 +207,6 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
-    from cslr.datasets.writer import atomic_write_bytes
-
     d = cfg.to_dict()
     atomic_write_bytes(path, yaml.safe_dump(_plain(d), sort_keys=False).encode("utf-8"))
 

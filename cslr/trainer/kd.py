@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cslr.eval.forward import model_forward
+from cslr.models.checkpoint import model_from_checkpoint
 from cslr.models.heads import length_mask
 
 from .losses import teacher_loss
-from .trainer import model_forward
 
 logger = logging.getLogger("cslr")
 
@@ -166,54 +167,9 @@ def load_frozen_teacher(path: str | Path, vocab, device) -> torch.nn.Module:
     Kept outside `accelerator.prepare`: DeepSpeed takes one model per prepare, and the teacher needs no
     optimizer, gradient sync or sharding.
     """
-    from .run import model_from_checkpoint
-
     teacher, teacher_vocab, _ = model_from_checkpoint(path)
     if list(teacher_vocab.glosses) != list(vocab.glosses):
         raise ValueError(f"{path}: the teacher's vocabulary ({len(teacher_vocab)} classes) is not the data's "
                          f"({len(vocab)} classes): distil on the corpus the teacher was trained on")
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
-
-
-def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
-    """`run_training` hook of launch/student.py: pretrained backbone, target source, data modalities -> loss_fn."""
-    from cslr.models.student import load_pretrained_backbone
-
-    if cfg.model.pretrained:
-        n = load_pretrained_backbone(model, cfg.model.pretrained)
-        logger.info("loaded %d backbone tensors from %s", n, cfg.model.pretrained)
-    kd = cfg.kd
-    soft_dir = getattr(cfg.data, "soft_targets", "")
-    if kd.alpha == 0:
-        logger.info("--alpha 0: CTC only, no distillation")
-        return make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight)
-    if soft_dir:
-        _check_soft_manifest(soft_dir, kd.temperature, len(vocab))
-        logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
-        return make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight)
-    if not kd.teacher_checkpoint:
-        raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
-    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
-    # Student and teacher read the same batch: the loader must provide what both need.
-    need = set(cfg.data.modalities) | set(teacher.cfg.modality.split("+"))
-    cfg.data.modalities = tuple(m for m in ("rgb", "pose") if m in need)
-    logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
-                kd.alpha, kd.temperature)
-    return make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast,
-                        aux_weight=cfg.model.aux_weight)
-
-
-def _check_soft_manifest(soft_dir: str, temperature: float, num_classes: int) -> None:
-    """The sidecar's temperature and vocabulary size must be this run's (targets are stored already softened)."""
-    try:
-        from cslr.datasets.soft_targets import load_soft_manifest
-    except ImportError:  # pragma: no cover - the loader side is not installed
-        return
-    man = load_soft_manifest(soft_dir)
-    if abs(float(man["temperature"]) - temperature) > 1e-6:
-        raise ValueError(f"{soft_dir}/manifest.json: soft targets were made at temperature {man['temperature']}, "
-                         f"this run uses --temperature {temperature}; regenerate them or match the flag")
-    if int(man["vocab_size"]) != num_classes:
-        raise ValueError(f"{soft_dir}/manifest.json: vocab_size {man['vocab_size']} differs from the data's "
-                         f"{num_classes} classes")

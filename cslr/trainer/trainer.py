@@ -1,4 +1,4 @@
-"""The training loop (Accelerate: one process, DDP, or DeepSpeed ZeRO), evaluation with the official WER.
+"""The training loop (Accelerate: one process, DDP, or DeepSpeed ZeRO), dev evaluation with the official WER.
 
     accelerate launch launch/teacher.py                                   # CPU or one GPU, built-in data
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml launch/teacher.py --data DIR
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -21,15 +20,16 @@ from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import build_loader
 from cslr.datasets.vocab import Vocabulary
-from cslr.datasets.writer import atomic_write_bytes, atomic_write_json, load_manifest
+from cslr.eval.evaluate import evaluate_loader
+from cslr.eval.forward import batch_to, model_forward
+from cslr.eval.wer import score
+from cslr.models.checkpoint import save_portable
 
 from . import checkpoint as ckpt
-from .config import TrainConfig, plain_dict, save_yaml
-from .decode import beam_search, greedy_decode
+from .config import TrainConfig, plain_dict
 from .losses import teacher_loss
 from .optim import build_optimizer, build_scheduler
-from .report import flat_config, plot_curves, wandb_mode_note
-from .wer import reference_from_annotation, score, write_ctm
+from .report import plot_curves
 
 logger = logging.getLogger("cslr")
 
@@ -38,86 +38,9 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def set_cpu_threads() -> int:
-    """Intra-op threads of this process on a machine without CUDA -> the number set (on GPU machines: unchanged).
-
-    `accelerate launch` exports OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process (or a CPU config), so
-    a one-process CPU run would compute on one core of many. Here: the CPUs this process may run on (its
-    affinity: a Slurm or container limit counts) divided by the processes of this machine (LOCAL_WORLD_SIZE), at
-    least 1, or exactly CSLR_CPU_THREADS when set. Data-loader workers keep one thread each (pipeline).
-    """
-    if torch.cuda.is_available():
-        return torch.get_num_threads()
-    wanted = os.environ.get("CSLR_CPU_THREADS", "").strip()
-    if wanted:
-        if not wanted.isdigit() or int(wanted) < 1:
-            raise ValueError(f"CSLR_CPU_THREADS={wanted!r}: expected a positive integer")
-        n = int(wanted)
-    else:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        n = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    torch.set_num_threads(n)
-    return n
-
-
-def make_accelerator(cfg: TrainConfig):
-    """An Accelerator that also runs DDP and DeepSpeed on CPU (gloo), with trackers chosen by `report_to`; on a
-    CPU-only machine the process's compute threads are set by `set_cpu_threads`."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration
-
-    import datetime
-
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=False)]
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
-    if distributed and not torch.cuda.is_available():
-        # Without this, DeepSpeed on CPU initialises no usable group and every rank believes it is alone.
-        handlers.append(InitProcessGroupKwargs(backend="gloo", timeout=datetime.timedelta(minutes=60)))
-    mp = cfg.run.mixed_precision or None
-    if mp is None and cfg.run.use_amp:
-        mp = "bf16" if _bf16_supported() else "fp16"
-    log_with = {"all": ["wandb", "tensorboard"], "none": None}.get(cfg.run.report_to, [cfg.run.report_to])
-    out = Path(cfg.run.output_dir)
-    set_cpu_threads()
-    return Accelerator(
-        gradient_accumulation_steps=cfg.optim.accumulation_steps,
-        mixed_precision=mp,
-        log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
-        kwargs_handlers=handlers,
-    )
-
-
-def _bf16_supported() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return True  # CPU autocast supports bf16
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CSLR_CACHE", Path.home() / ".cache" / "cslr"))
-
-
-def resolve_data(cfg: TrainConfig, accelerator) -> Path:
-    """The data folder; an empty `data` means the built-in synthetic corpus, prepared once into the cache."""
-    if cfg.data.data:
-        path = Path(cfg.data.data)
-        load_manifest(path)  # clear error if missing or not prepared
-        return path
-    preset = cfg.run.synthetic_preset
-    path = cache_dir() / f"synthetic-{preset}-seed0"
-    if accelerator.is_main_process and not (path / "manifest.json").is_file():
-        from cslr.datasets.synthetic import prepare_synthetic
-
-        logger.info("preparing the built-in synthetic '%s' corpus into %s (once)", preset, path)
-        prepare_synthetic(path, preset=preset, seed=0)
-    accelerator.wait_for_everyone()
-    cfg.data.data = str(path)
-    return path
-
-
 class Trainer:
-    """Builds nothing itself: gets the model, loaders and config; owns the loop, evaluation and checkpoints."""
+    """Gets the model, the loss and the config from a recipe; builds the loaders, the optimizer and the schedule
+    from the config's sections; owns the loop, dev evaluation and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, accelerator, model: torch.nn.Module, vocab: Vocabulary, protocol: str,
                  model_meta: dict, loss_fn=None, started_at: float | None = None):
@@ -380,7 +303,7 @@ class Trainer:
     def save_best(self, epoch: int, res: dict) -> None:
         state_dict = self.acc.get_state_dict(self.model)  # gathers ZeRO-3 shards; all ranks must call
         if self.acc.is_main_process:
-            ckpt.save_portable(self.out / "best_model.pth", state_dict, {
+            save_portable(self.out / "best_model.pth", state_dict, {
                 "config": plain_dict(self.cfg), "vocab": list(self.vocab.glosses), **self.model_meta,
                 "epoch": epoch + 1, "dev_wer": float(res["wer"]), "protocol": self.protocol,
             })
@@ -398,115 +321,3 @@ class Trainer:
         model.train(was_training)
         result = score(hyps, refs, protocol=self.protocol)
         return {**result.as_dict(), "hyps": hyps, "refs": refs, "result": result}
-
-
-def batch_to(batch: dict, device) -> dict:
-    """The batch's tensors on `device` (keys, glosses and other lists as they are)."""
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def model_forward(model, batch: dict) -> dict:
-    """A cslr model's forward on a loader batch (the modalities it holds, and the lengths)."""
-    return model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
-
-
-@torch.no_grad()
-def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int,
-                    forward=model_forward, desc: str = "eval") -> tuple[dict, dict]:
-    """Decode every sample once across ranks. Ranks may hold different batch counts: a rank that has run out
-    keeps running forward on its last batch (results dropped) until all are done, so collectives inside the
-    forward (DeepSpeed ZeRO-3) stay matched."""
-    hyps, refs = {}, {}
-    it = iter(loader)
-    last = None
-    multi = accelerator.num_processes > 1
-    bar = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=desc,
-               disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
-    while True:
-        batch = next(it, None)
-        if multi:
-            more = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
-            if accelerator.reduce(more, reduction="sum").item() == 0:
-                break
-        elif batch is None:
-            break
-        dummy = batch is None
-        if dummy and last is None:
-            continue  # this rank had no data at all and its model has no collectives to match (not ZeRO-3)
-        batch = last if dummy else batch
-        with accelerator.autocast():
-            out = forward(model, batch_to(batch, accelerator.device))
-        last = batch
-        if dummy:
-            continue
-        bar.update(1)
-        lp, lens = out["log_probs"].float().cpu(), out["lengths"].cpu()
-        seqs = beam_search(lp, lens, beam_width=beam_width) if beam_width > 1 else greedy_decode(lp, lens)
-        valid = batch.get("valid")
-        for i, key in enumerate(batch["keys"]):
-            if valid is not None and not bool(valid[i]):
-                continue
-            hyps[key] = vocab.decode(seqs[i])
-            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
-    bar.close()
-    if multi:
-        from accelerate.utils import gather_object
-
-        merged_h, merged_r = {}, {}
-        for h, r in gather_object([(hyps, refs)]):
-            merged_h.update(h)
-            merged_r.update(r)
-        hyps, refs = merged_h, merged_r
-    return hyps, refs
-
-
-def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
-    """results.json; `wall_time_s` covers the whole run, resumes included (up to each one's last checkpoint)."""
-    wall_time_s = trainer.wall_time()
-    st = trainer.state
-    results = {
-        "best_epoch": st["best_epoch"], "best_dev_wer": st["best_dev_wer"],
-        "test_wer": test["wer"] if test else None, "test_sub": test["sub"] if test else None,
-        "test_del": test["dele"] if test else None, "test_ins": test["ins"] if test else None,
-        "test_num_ref_words": test["num_ref_words"] if test else None,
-        "test_per_signer": test["per_signer"] if test else None,
-        "epochs_run": len(st["history"]), "global_steps": st["global_step"], "wall_time_s": wall_time_s,
-        "train_time_s": st["train_time_s"], "num_parameters": trainer.num_parameters,
-        "samples_per_s": st["samples_seen"] / st["train_time_s"] if st["train_time_s"] > 0 else None,
-        "nonfinite_steps_skipped": st["nonfinite_total"], "skipped_samples": st["skipped"],
-        "stopped_early": st["stopped_early"], "world_size": trainer.acc.num_processes,
-        "mixed_precision": str(trainer.acc.mixed_precision), "history": st["history"],
-    }
-    atomic_write_json(path, results)
-    return results
-
-
-def save_run_config(cfg: TrainConfig, accelerator) -> None:
-    out = Path(cfg.run.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
-
-
-def init_trackers(cfg: TrainConfig, accelerator, trainer: Trainer) -> None:
-    if cfg.run.report_to == "none":
-        return
-    if cfg.run.report_to in ("wandb", "all"):
-        note = wandb_mode_note()
-        if note and accelerator.is_main_process:
-            logger.info(note)
-    out = Path(cfg.run.output_dir)
-    # One W&B run across resumes and Slurm requeues: the id lives in the output folder.
-    id_file = out / "wandb_run_id.txt"
-    run_id = None
-    if accelerator.is_main_process and cfg.run.report_to in ("wandb", "all"):
-        if id_file.is_file():
-            run_id = id_file.read_text().strip()
-        else:
-            import secrets
-
-            run_id = secrets.token_hex(4)  # W&B run ids are short lowercase alphanumerics
-            atomic_write_bytes(id_file, (run_id + "\n").encode())
-    init_kwargs = {"wandb": {"dir": str(out), "id": run_id, "resume": "allow", "name": cfg.run.run_name or out.name}}
-    accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(plain_dict(cfg)), init_kwargs=init_kwargs)
-    trainer.state["wandb_run_id"] = run_id

@@ -1,6 +1,6 @@
 """CTC decoding: greedy (best path) and prefix beam search, batched in torch.
 
-    from cslr.trainer.decode import greedy_decode, beam_search
+    from cslr.eval.decode import greedy_decode, beam_search
     hyps = beam_search(log_probs, lengths, beam_width=10)   # log_probs (B, T, V), lengths (B,)
 
 Both take log-probabilities (or any scores for greedy), batch first, and ignore frames at and after

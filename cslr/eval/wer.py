@@ -28,7 +28,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cslr.datasets.writer import atomic_write_bytes
+from cslr.io import atomic_write_bytes
 
 PROTOCOLS = ("phoenix2014", "phoenix2014T", "plain")
 EMPTY = "[EMPTY]"

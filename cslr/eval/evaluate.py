@@ -1,0 +1,95 @@
+"""Evaluate a model on a split: decode every sample once across ranks, and the references to score against.
+
+    python launch/evaluate.py --checkpoint runs/teacher/best_model.pth --split test   # the command-line door
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from cslr.datasets.pipeline import DataConfig, build_loader
+from cslr.datasets.vocab import Vocabulary
+from cslr.datasets.writer import load_manifest
+from cslr.models.checkpoint import model_from_checkpoint
+
+from .decode import beam_search, greedy_decode
+from .forward import batch_to, model_forward
+from .wer import reference_from_annotation
+
+
+@torch.no_grad()
+def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int,
+                    forward=model_forward, desc: str = "eval") -> tuple[dict, dict]:
+    """Decode every sample once across ranks. Ranks may hold different batch counts: a rank that has run out
+    keeps running forward on its last batch (results dropped) until all are done, so collectives inside the
+    forward (DeepSpeed ZeRO-3) stay matched."""
+    hyps, refs = {}, {}
+    it = iter(loader)
+    last = None
+    multi = accelerator.num_processes > 1
+    bar = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=desc,
+               disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
+    while True:
+        batch = next(it, None)
+        if multi:
+            more = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
+            if accelerator.reduce(more, reduction="sum").item() == 0:
+                break
+        elif batch is None:
+            break
+        dummy = batch is None
+        if dummy and last is None:
+            continue  # this rank had no data at all and its model has no collectives to match (not ZeRO-3)
+        batch = last if dummy else batch
+        with accelerator.autocast():
+            out = forward(model, batch_to(batch, accelerator.device))
+        last = batch
+        if dummy:
+            continue
+        bar.update(1)
+        lp, lens = out["log_probs"].float().cpu(), out["lengths"].cpu()
+        seqs = beam_search(lp, lens, beam_width=beam_width) if beam_width > 1 else greedy_decode(lp, lens)
+        valid = batch.get("valid")
+        for i, key in enumerate(batch["keys"]):
+            if valid is not None and not bool(valid[i]):
+                continue
+            hyps[key] = vocab.decode(seqs[i])
+            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
+    bar.close()
+    if multi:
+        from accelerate.utils import gather_object
+
+        merged_h, merged_r = {}, {}
+        for h, r in gather_object([(hyps, refs)]):
+            merged_h.update(h)
+            merged_r.update(r)
+        hyps, refs = merged_h, merged_r
+    return hyps, refs
+
+
+def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, num_workers: int = 2,
+                  splits: tuple[str, ...] = ()):
+    """Rebuild the model of `checkpoint` and the evaluation data config: (model, vocab, ck, data_cfg, manifest).
+
+    `data` overrides the folder saved in the checkpoint's config. Raises FileNotFoundError / ValueError naming the
+    file (a missing checkpoint or manifest, weights of another model, a split of `splits` the data lacks).
+    """
+    model, vocab, ck = model_from_checkpoint(checkpoint)
+    data_cfg = DataConfig.from_dict(ck["config"]["data"])
+    data_cfg.data = data or data_cfg.data
+    data_cfg.batch_size, data_cfg.num_workers = batch_size, num_workers
+    manifest = load_manifest(data_cfg.data)
+    for split in splits:
+        if split not in manifest["splits"]:
+            raise ValueError(f"{data_cfg.data}: no split {split!r} (has {sorted(manifest['splits'])})")
+    return model, vocab, ck, data_cfg, manifest
+
+
+def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "") -> tuple[dict, dict]:
+    """Decode every video of `split` (beam width `beam`, 1 = greedy) -> (hyps, refs) as `evaluate_loader` returns
+    them: complete on the main process. `model` must already be on `acc.device`."""
+    loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
+    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split)
