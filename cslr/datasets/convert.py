@@ -81,6 +81,7 @@ class FrameSource:
     unit: str  # what a frame is there ("PNGs", "JPEGs", "frames")
     fps: float
     frames: Iterator[np.ndarray]
+    count: int | None = None  # known before decoding (image folders), else None
 
 
 class Corpus:
@@ -135,7 +136,7 @@ def image_folder_source(folder: Path, files: list[Path], src_fps: float, fps: fl
                 rgb, last = read_image(files[i]), i
             yield rgb
 
-    return FrameSource(str(folder), unit, float(fps or src_fps), gen())
+    return FrameSource(str(folder), unit, float(fps or src_fps), gen(), len(indices))
 
 
 def video_file_source(path: Path, fps: float | None = None, src_fps: float | None = None) -> FrameSource:

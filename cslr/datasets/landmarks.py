@@ -112,12 +112,18 @@ class Holistic:
                                             smooth_landmarks=True, refine_face_landmarks=False,
                                             min_detection_confidence=min_detection_confidence,
                                             min_tracking_confidence=min_tracking_confidence)
+        self._started = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB (H, W, 3) -> float32 (543, 3)."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise LandmarkError(f"frames must be uint8 RGB (H, W, 3), got {rgb.dtype} {rgb.shape}")
-        return results_to_array(self._graph.process(np.ascontiguousarray(rgb)))
+        rgb = np.ascontiguousarray(rgb)
+        if not self._started:  # the graph starts on the first frame, with a few lines of C++ log on fd 2
+            self._started = True
+            with _quiet_stderr():
+                return results_to_array(self._graph.process(rgb))
+        return results_to_array(self._graph.process(rgb))
 
     def close(self) -> None:
         self._graph.close()
