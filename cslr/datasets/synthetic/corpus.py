@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .render import Style, make_background, render_frames
-from .schema import LANDMARK_SLICES, MOUTH, NUM_LANDMARKS, POSE_LAYOUT, VideoSample
-from .vocab import Vocabulary
+from ..render import Style, make_background, render_frames
+from ..schema import LANDMARK_SLICES, MOUTH, NUM_LANDMARKS, POSE_LAYOUT, VideoSample
+from ..vocab import Vocabulary
 from cslr.io import atomic_write_json, cache_dir, read_json_record, sha256_file
-from .writer import MANIFEST, VOCAB, shard_name, write_shard
+from ..writer import MANIFEST, VOCAB, shard_name, write_shard
 
 SPLITS = ("train", "dev", "test")
 FPS = 25
@@ -344,7 +344,7 @@ EYE_RIGHT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 
 
 def _face_template() -> tuple[np.ndarray, np.ndarray]:
     """A fixed plausible 468-point face mesh (head units, centred) and its lower-lip mask; part of the format."""
-    from .render import FACE_OVAL
+    from ..render import FACE_OVAL
 
     rng = np.random.default_rng(468)  # fixed: the same face layout for every corpus
     r = np.sqrt(rng.uniform(0, 1, 468))
