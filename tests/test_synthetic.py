@@ -1,4 +1,4 @@
-"""Tests of the built-in procedural corpus (cslr/datasets/synthetic.py, render.py) at tiny sizes.
+"""Tests of the built-in procedural corpus (cslr/datasets/synthetic/, render.py) at tiny sizes.
 
     pytest tests/test_synthetic.py -q
 
