@@ -21,9 +21,10 @@ from test_trainer import tiny_flags
 
 SWEEP = str(REPO / "launch" / "sweep.py")
 
-# An entry point in miniature: deterministic results from the seed; fails while <out>/FAIL-<seed> exists.
+# An entry point in miniature: deterministic results from the seed; fails while <out>/FAIL-<seed> exists; while
+# <out>/SLOW exists it runs until a signal (SIGTERM, SIGUSR1), then "saves a checkpoint" and exits 0, as the trainer.
 FAKE = r'''
-import argparse, json, os, sys, time
+import argparse, json, os, signal, sys, time
 p = argparse.ArgumentParser()
 p.add_argument("--seed", type=int, required=True)
 p.add_argument("--output_dir", required=True)
@@ -31,12 +32,21 @@ p.add_argument("--resume", default="")
 p.add_argument("--sleep", type=float, default=0.0)
 a = p.parse_args()
 os.makedirs(a.output_dir, exist_ok=True)
+stopped = []
+for sig in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(sig, lambda s, f: stopped.append(s))
 t0 = time.time()
+open(os.path.join(a.output_dir, "started"), "w").close()
 time.sleep(a.sleep)
+while os.path.exists(os.path.join(os.path.dirname(a.output_dir), "SLOW")) and not stopped and time.time() < t0 + 120:
+    time.sleep(0.05)
 with open(os.path.join(a.output_dir, "calls.jsonl"), "a") as f:
     f.write(json.dumps({"seed": a.seed, "resume": a.resume, "start": t0, "end": time.time(),
-                        "group": os.environ.get("WANDB_RUN_GROUP"),
+                        "group": os.environ.get("WANDB_RUN_GROUP"), "stopped": stopped,
                         "threads": os.environ.get("CSLR_CPU_THREADS")}) + "\n")
+if stopped:
+    os.makedirs(os.path.join(a.output_dir, "checkpoints", "ckpt-1"), exist_ok=True)
+    sys.exit(0)
 if os.path.exists(os.path.join(os.path.dirname(a.output_dir), f"FAIL-{a.seed}")):
     print("boom", file=sys.stderr)
     sys.exit(3)
@@ -142,6 +152,40 @@ def test_parallel_runs_seeds_at_once_and_shares_the_cores(fake, tmp_path):
     assert {c["threads"] for c in calls} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
 
 
+def test_a_signal_stops_the_running_seed_which_a_rerun_resumes(fake, tmp_path):
+    """SIGTERM to the sweep reaches the running seed, which saves and exits 0: the seed is unfinished (not failed),
+    no further seed starts; the rerun gives it --resume auto and runs the rest."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "SLOW").touch()
+    proc = subprocess.Popen([sys.executable, SWEEP, "--seeds", "0,1", "--out", str(out), "--", str(fake)],
+                            cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "seed-0" / "started").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    call = json.loads((out / "seed-0" / "calls.jsonl").read_text())
+    assert call["stopped"] == [signal.SIGTERM]
+    status = json.loads((out / "seed-0" / "sweep_status.json").read_text())
+    assert status["returncode"] is None and status["stopped_by_signal"] == signal.SIGTERM
+    assert not (out / "seed-1").exists()  # never started
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unfinished"] == [0, 1] and not summary["failed"] and summary["metrics"]["test_wer"]["n"] == 0
+
+    (out / "SLOW").unlink()
+    check_ok(sweep("--seeds", "0,1", "--out", str(out), "--", str(fake)))
+    calls = [json.loads(x) for x in (out / "seed-0" / "calls.jsonl").read_text().splitlines()]
+    assert [c["resume"] for c in calls] == ["", "auto"]
+    assert json.loads((out / "summary.json").read_text())["done"] == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------- the real recipe
 @pytest.fixture(scope="module")
 def real_sweep(tiny_data, tmp_path_factory):
@@ -241,5 +285,45 @@ def test_slurm_array_sweep_and_summary_job(fake, tmp_path):
         assert summary["done"] == [0, 1] and summary["failed"] == [2], (info, logs)
         assert json.loads((out / "seed-0" / "sweep_status.json").read_text())["slurm_job"].startswith(jobs["array"])
         assert info["JobState"] == "FAILED"  # the summary job's exit status says a seed failed
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _slurm_ready(), reason="needs slurm-wlm + munge and root (tests/slurm_cluster.py)")
+def test_slurm_warning_saves_requeues_and_resumes_the_seed(fake, tmp_path):
+    """USR1 to an array task's batch shell (what --signal=B:USR1@300 sends): sweep.py passes it to the seed, which
+    saves and exits 0; the task requeues itself and its second start resumes (--resume auto) to the end."""
+    import time
+
+    from slurm_cluster import start_cluster
+
+    cluster = start_cluster(tmp_path / "slurm", cpus=min(2, os.cpu_count() or 1))
+    try:
+        out = tmp_path / "sweep"
+        out.mkdir()
+        (out / "SLOW").touch()
+        env = cluster.env(clean_env())
+        env = {k: v for k, v in env.items() if not k.startswith(("SBATCH_", "SRUN_", "SLURM_")) or k == "SLURM_CONF"}
+        check_ok(sweep("--seeds", "5", "--slurm", "--sbatch", "--gpus-per-node=0 --cpus-per-task=1 --time=5",
+                       "--out", str(out), "--", str(fake), env=env))
+        jobs = json.loads((out / "slurm_jobs.json").read_text())
+        deadline = time.time() + 120
+        while not (out / "seed-5" / "started").exists():
+            assert time.time() < deadline, cluster.logs()
+            time.sleep(0.2)
+        cluster.run("scancel", "--signal=USR1", "--batch", f"{jobs['array']}_0")
+        deadline = time.time() + 60
+        while not (out / "seed-5" / "calls.jsonl").exists():
+            assert time.time() < deadline, cluster.logs()
+            time.sleep(0.2)
+        (out / "SLOW").unlink()
+        info = cluster.wait_job(int(jobs["summary"]), {"COMPLETED", "FAILED", "CANCELLED"}, timeout=240)
+        logs = "\n".join(p.read_text() for p in out.glob("slurm-*.out"))
+        calls = [json.loads(x) for x in (out / "seed-5" / "calls.jsonl").read_text().splitlines()]
+        assert [c["resume"] for c in calls] == ["", "auto"] and calls[0]["stopped"] == [10], (calls, logs)
+        assert "requeueing job" in logs and "(restart 1)" in logs, logs
+        assert info["JobState"] == "COMPLETED", (info, logs)
+        assert json.loads((out / "summary.json").read_text())["done"] == [5], logs
     finally:
         cluster.stop()

@@ -299,11 +299,27 @@ def submit_slurm(plan: SweepPlan, parallel: int = 0, sbatch_args: list[str] | No
     summarize_cmd = shlex.join([plan.python, str(LAUNCH / "sweep.py"), "--summarize", "--out", str(root)])
     dep = ["--dependency", f"afterany:{ids['array']}"] if ids["array"] else []
     # The summary job takes little: one CPU, no GPU, a few minutes; the partition etc. from the user's arguments.
-    keep = [a for a in sbatch_args if a.startswith(("--partition", "-p", "--account", "-A", "--qos"))]
+    keep = _sbatch_placement(sbatch_args)
     ids["summary"] = _sbatch([*dep, "--job-name", f"sweep-{root.name}-summary", "--ntasks", "1", "--cpus-per-task", "1",
                               "--time", "10", "--output", str(root / "slurm-summary-%j.out"), *keep,
                               "--wrap", summarize_cmd], env, plan.cwd)
     return ids
+
+
+def _sbatch_placement(args: list[str]) -> list[str]:
+    """The partition, account and QoS among the array's sbatch arguments (the summary job runs there too)."""
+    names = ("--partition", "-p", "--account", "-A", "--qos", "-q")
+    keep, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a in names and i + 1 < len(args):
+            keep += args[i:i + 2]
+            i += 2
+            continue
+        if a.startswith(tuple(n + "=" for n in names if n.startswith("--"))):
+            keep.append(a)
+        i += 1
+    return keep
 
 
 def _sbatch(args: list[str], env: dict, cwd: str) -> str:
@@ -408,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 usage="%(prog)s --seeds 0,1,2 [--parallel N] [--slurm] [--out DIR] -- ENTRY.py FLAGS...")
     p.add_argument("--seeds", default="0,1,2", help="seeds: 0,1,2 or 0-4 (default 0,1,2)")
     p.add_argument("--out", default="", help="sweep folder (default runs/sweep-<entry point name>)")
-    p.add_argument("--parallel", type=int, default=1,
-                   help="seeds at once: local processes, or the Slurm array's throttle (%%N) with --slurm")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="seeds at once: local processes (default 1), or with --slurm the array's throttle "
+                        "(%%N; default: no limit)")
     p.add_argument("--slurm", action="store_true", help="submit a Slurm array (launch/slurm/sweep.sbatch) + summary job")
     p.add_argument("--sbatch", default="", help="extra sbatch arguments for the array, one string "
                                                 "(e.g. \"--partition gpu --gpus-per-node 1 --time 12:00:00\")")
@@ -445,19 +462,19 @@ def sweep_main(argv: list[str] | None = None) -> int:
         plan = make_plan(out, command, seeds)
     except ValueError as e:
         parser.error(str(e))
-    if args.parallel < 1 and not args.slurm:
+    if args.parallel is not None and args.parallel < 1:
         parser.error("--parallel must be >= 1")
     plan.save()
     todo = pending(plan)
     print(f"sweep: {len(plan.seeds)} seeds, {len(plan.seeds) - len(todo)} done, running {todo} -> {plan.root} "
           f"(W&B group {plan.group})", file=sys.stderr, flush=True)
     if args.slurm:
-        ids = submit_slurm(plan, args.parallel if args.parallel > 1 else 0, shlex.split(args.sbatch))
+        ids = submit_slurm(plan, args.parallel or 0, shlex.split(args.sbatch))
         atomic_write_json(plan.root / "slurm_jobs.json", ids)
         print(f"sweep: Slurm array job {ids['array']} (tasks {ids['tasks']}), summary job {ids['summary']} "
               f"-> {plan.root / 'summary.md'}", flush=True)
         return 0
-    run_local(plan, args.parallel)
+    run_local(plan, args.parallel or 1)
     summary = write_summary(plan)
     print(summary_markdown(summary), flush=True)
     if CHILDREN.signalled is not None:
