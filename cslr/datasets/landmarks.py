@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -107,7 +108,8 @@ class Holistic:
     def __init__(self, model_complexity: int = MODEL_COMPLEXITY, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5):
         holistic = holistic_module()
-        with _quiet_stderr():
+        with _quiet_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # protobuf's label() inside mediapipe 0.10.21
             self._graph = holistic.Holistic(static_image_mode=False, model_complexity=model_complexity,
                                             smooth_landmarks=True, refine_face_landmarks=False,
                                             min_detection_confidence=min_detection_confidence,
