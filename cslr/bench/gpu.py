@@ -27,15 +27,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import socket
+import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision
+from torch.profiler import ProfilerActivity, profile
+
+from torchvision.io import decode_jpeg, encode_jpeg
 
 from cslr.io import atomic_write_bytes, atomic_write_json, cache_dir
+from cslr.models.export import example_inputs
 from cslr.models.registry import build_model
 from cslr.trainer.losses import teacher_loss
 
@@ -88,8 +98,6 @@ def _sync(cfg: GPUCheckConfig):
 
 def random_batch(num_classes: int, batch: int, frames: int, size: int, device: str, seed: int = 0) -> dict:
     """A loader-shaped batch: uint8 frames (B, T, 3, S, S), landmarks (B, T, 543, 3), full lengths, 2-D targets."""
-    from cslr.models.export import example_inputs
-
     rgb, pose = example_inputs(("rgb", "pose"), batch, frames, size, seed=seed)
     g = torch.Generator().manual_seed(seed)
     lab = max(1, frames // 8)  # glosses per clip: PHOENIX has ~1 per 12 frames; the model downsamples by 4
@@ -162,8 +170,6 @@ def ctc_row(cfg: GPUCheckConfig) -> dict:
         targets = torch.randint(1, V, (int(tgt_lens.sum()),), generator=g, dtype=torch.int32)  # 1-D, CPU, int32
         in_lens = torch.full((B,), T, dtype=torch.int32)
         if cfg.device == "cuda":
-            from torch.profiler import ProfilerActivity, profile
-
             lp = log_probs.cuda()
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 a_loss, a_grad = _ctc(lp, targets, in_lens, tgt_lens)  # cuDNN where PyTorch takes it
@@ -189,8 +195,6 @@ def ctc_row(cfg: GPUCheckConfig) -> dict:
 
 def jpeg_frames(n: int, seed: int = 0) -> list[torch.Tensor]:
     """`n` JPEGs of PHOENIX's stored size: smooth gradients plus noise (realistic compressed size, not noise)."""
-    from torchvision.io import encode_jpeg
-
     w, h = PHOENIX_FRAME
     g = torch.Generator().manual_seed(seed)
     base = torch.stack(torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij"))
@@ -205,8 +209,6 @@ def jpeg_frames(n: int, seed: int = 0) -> list[torch.Tensor]:
 
 def jpeg_rows(cfg: GPUCheckConfig) -> list[dict]:
     """GPU batched decode vs CPU decode -> two rows (frames/s) and the ratio."""
-    from torchvision.io import decode_jpeg
-
     rows = []
     try:
         data = jpeg_frames(cfg.jpeg_frames)
@@ -265,9 +267,6 @@ def infer_rows(cfg: GPUCheckConfig) -> list[dict]:
 
 def launch_row(cfg: GPUCheckConfig) -> dict:
     """The tiny recipe under `accelerate launch` on one GPU (one process), to its end: test scored, results.json."""
-    import shutil
-    import subprocess
-
     out = cfg.work / "accelerate-tiny"
     row = {"check": "accelerate", "what": "accelerate launch, 1 process, tiny recipe",
            "run": cfg.mode("ACCELERATE_USE_CPU=true, --max_steps 2")}
@@ -287,8 +286,6 @@ def launch_row(cfg: GPUCheckConfig) -> dict:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         seconds = time.perf_counter() - t0
         log = (out / "training.log").read_text() if (out / "training.log").is_file() else ""
-        import re
-
         m = re.search(r"(\d+) processes \((\w+)\) on (\S+)", log)
         row.update(returncode=proc.returncode, seconds=seconds, command=cmd,
                    processes=int(m.group(1)) if m else None, distributed_type=m.group(2) if m else None,
@@ -338,8 +335,6 @@ def run_check(cfg: GPUCheckConfig, log=print) -> dict:
 
 
 def settings(cfg: GPUCheckConfig) -> dict:
-    import torchvision
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"dry_run": cfg.dry, "device": cfg.device, "gpu": gpu, **cpu_info(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
@@ -392,8 +387,6 @@ def _free(cfg: GPUCheckConfig) -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -402,8 +395,6 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _quiet():
     """torchvision 0.29 deprecates its JPEG codecs in favour of torchcodec: one warning per call otherwise."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
