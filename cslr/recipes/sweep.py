@@ -174,7 +174,7 @@ class _Children:
 
     def __init__(self):
         self.procs: set[subprocess.Popen] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the handler may interrupt the main thread while it holds the lock
         self.signalled: int | None = None
 
     def forward(self, signum, _frame=None) -> None:
