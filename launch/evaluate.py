@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.eval.wer import score, write_ctm
+from cslr.trainer.runtime import make_accelerator
 
 
 def main(argv=None) -> int:
@@ -29,10 +31,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint)")
     args = p.parse_args(argv)
 
-    from accelerate import Accelerator
-
-    from cslr.eval.wer import score, write_ctm
-
     try:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,
                                                              args.num_workers, splits=(args.split,))
@@ -40,7 +38,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
-    acc = Accelerator()
+    acc = make_accelerator()
     model.to(acc.device)
     hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam)
     if acc.is_main_process:

@@ -2,13 +2,13 @@
 
     python launch/overfit.py [--samples 8] [--arch teacher_small] [--data DIR] [--max_steps 600]
 
-Exits 0 printing the step at which the WER reached 0, or 1 with the best WER reached. A model, loss or
-decoding bug (a missing log_softmax, misaligned lengths, wrong blank) shows up here in a minute.
+Exits 0 printing the step at which the WER reached 0, or 1 with the best WER reached (cslr/recipes/overfit.py).
 """
 
 import argparse
 import sys
-import time
+
+from cslr.recipes.overfit import overfit, overfit_config
 
 
 def main(argv=None) -> int:
@@ -23,58 +23,16 @@ def main(argv=None) -> int:
     p.add_argument("--eval_every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from cslr.datasets.pipeline import build_loader
-    from cslr.datasets.vocab import Vocabulary
-    from cslr.trainer.config import TrainConfig
-    from cslr.trainer.losses import teacher_loss
-    from cslr.trainer.optim import build_optimizer
-    from cslr.models.checkpoint import build_model
-    from cslr.trainer.trainer import batch_to, evaluate_loader, model_forward, resolve_data
-    from cslr.eval.wer import score
-
-    set_seed(args.seed)
-    cfg = TrainConfig()
-    cfg.data.data, cfg.data.image_size, cfg.data.num_workers = args.data, args.image_size, 0
-    cfg.data.batch_size = args.samples
-    cfg.model.arch, cfg.model.modality, cfg.model.dropout = args.arch, args.modality, 0.0
-    cfg.optim.learning_rate, cfg.optim.weight_decay = args.learning_rate, 0.0
-    cfg.data.modalities = tuple(args.modality.split("+"))
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    cfg = overfit_config(args.data, args.samples, args.arch, args.modality, args.image_size, args.learning_rate,
+                         args.seed)
     try:
-        data_dir = resolve_data(cfg, acc)
-        vocab = Vocabulary.load(data_dir / "vocab.txt")
+        reached, steps, best = overfit(cfg, args.max_steps, args.eval_every)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model, _ = build_model(cfg.model, len(vocab))
-    loader = build_loader(cfg.data, "train", vocab, train=False, output_length=model.output_length)
-    batch = next(iter(loader))
-    batch = batch_to(batch, acc.device)  # the loader's batch size is --samples
-    model.to(acc.device)
-    opt = build_optimizer(model, cfg.optim)
-    print(f"overfitting {args.arch} ({args.modality}) on {len(batch['keys'])} samples from {data_dir}")
-    best, t0 = float("inf"), time.time()
-    for step in range(1, args.max_steps + 1):
-        model.train()
-        loss, _ = teacher_loss(model_forward(model, batch), batch, aux_weight=0.5)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % args.eval_every == 0:
-            model.eval()
-            hyps, refs = evaluate_loader(acc, model, [batch], vocab, "plain", beam_width=0, desc="overfit eval")
-            wer = score(hyps, refs, protocol="plain").wer
-            best = min(best, wer)
-            print(f"step {step}: loss {loss.item():.4f}, WER {wer:.2f}%  ({time.time() - t0:.0f}s)")
-            if wer == 0.0:
-                print(f"reached 0% WER at step {step}")
-                return 0
+    if reached:
+        print(f"reached 0% WER at step {steps}")
+        return 0
     print(f"did not reach 0% WER in {args.max_steps} steps; best WER {best:.2f}%")
     return 1
 

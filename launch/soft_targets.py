@@ -1,4 +1,4 @@
-"""Teacher soft targets for distillation, as sidecar shards beside the data (format: cslr/datasets/soft_targets.py).
+"""Teacher soft targets for distillation, as sidecar shards beside the data (format: cslr/datasets/soft_targets.py, generation: cslr/recipes/soft_targets.py).
 
     accelerate launch launch/soft_targets.py --checkpoint runs/teacher/best_model.pth --data DIR --out DIR-soft
     accelerate launch launch/soft_targets.py --checkpoint ... --out DIR-dense --topk 0 --dtype float32   # all classes
@@ -10,10 +10,13 @@ Rerunning the same command resumes: complete sidecar shards are kept, the others
 """
 
 import argparse
-import datetime
 import logging
 import os
 import sys
+
+from cslr.datasets.soft_targets import SoftTargetError, verify
+from cslr.recipes.soft_targets import SoftConfig, generate
+from cslr.trainer.runtime import make_accelerator, shutdown_distributed
 
 
 def main(argv=None) -> int:
@@ -32,7 +35,6 @@ def main(argv=None) -> int:
     p.add_argument("--verify", action="store_true", help="check completeness and checksums; run no teacher")
     args = p.parse_args(argv)
 
-    from cslr.datasets.soft_targets import SoftConfig, SoftTargetError, generate, verify
 
     if args.verify:
         if not args.data:
@@ -49,27 +51,14 @@ def main(argv=None) -> int:
     if not args.checkpoint:
         p.error("--checkpoint is required (except with --verify)")
 
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = []
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # gloo on CPU-only machines; a long timeout because ranks wait for each other's shards at the end.
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(hours=4)))
-    from cslr.trainer.trainer import set_cpu_threads
-
-    set_cpu_threads()  # accelerate launch pins OMP_NUM_THREADS to 1: use this process's share of the CPUs
-    acc = Accelerator(kwargs_handlers=handlers)
+    # A long collective timeout: ranks wait for each other's shards at the end.
+    acc = make_accelerator(timeout_minutes=240)
     if not acc.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
     cfg = SoftConfig(checkpoint=args.checkpoint, out=args.out, data=args.data, split=args.split, topk=args.topk,
                      temperature=args.temperature, dtype=args.dtype, batch_size=args.batch_size,
                      image_size=args.image_size, overwrite=args.overwrite, max_shards=args.max_shards)
-    from cslr.trainer.run import shutdown_distributed
-
     try:
         generate(cfg, acc)
         acc.end_training()

@@ -18,7 +18,8 @@ from cslr.bench import loader as bench
 from cslr.bench.context import BenchContext
 from cslr.datasets import augment
 from cslr.datasets.phoenix import convert, export_phoenix2014
-from cslr.datasets.pipeline import DataConfig, build_loader, iter_shard
+from cslr.datasets.pipeline import DataConfig, build_loader
+from cslr.datasets.shards import iter_shard
 from cslr.datasets.schema import decode_pose, unpack_jpegs
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest

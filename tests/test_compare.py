@@ -7,19 +7,15 @@ Run: `/work/venv/bin/pytest tests/test_compare.py -q`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import REPO, run_cmd, save_untrained
 
-spec = importlib.util.spec_from_file_location("cslr_compare", REPO / "launch" / "compare.py")
-compare = sys.modules["cslr_compare"] = importlib.util.module_from_spec(spec)  # registered: it holds a dataclass
-spec.loader.exec_module(compare)
+from cslr.recipes import compare  # noqa: E402
 
 FLAGS = ["--image_size", "32", "--frames", "8", "--repeats", "2", "--batch", "2", "--beam", "2",
          "--num_workers", "0", "--threads", "1"]

@@ -15,7 +15,8 @@ import pytest
 import torch
 from torchvision.io import decode_jpeg
 
-from cslr.datasets.pipeline import DataConfig, build_loader, ctc_min_length
+from cslr.datasets.pipeline import DataConfig, build_loader
+from cslr.datasets.shards import ctc_min_length
 from cslr.datasets.schema import LANDMARK_SLICES, NUM_LANDMARKS, SchemaError, VideoSample
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest

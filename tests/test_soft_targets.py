@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from cslr.datasets import soft_targets as st
+from cslr.recipes import soft_targets as gen
 from cslr.datasets.pipeline import DataConfig, build_loader
 from cslr.datasets.schema import RGB
 from cslr.datasets.vocab import Vocabulary
@@ -75,12 +76,12 @@ def two_ranks(tiny_data, teacher, tmp_path_factory) -> Path:
 
 def run_local(teacher: Path, data: Path, out: Path, **kw) -> dict | None:
     """In-process generation with one thread (the subprocesses run with OMP_NUM_THREADS=1: same numerics)."""
-    cfg = st.SoftConfig(checkpoint=str(teacher), out=str(out), data=str(data), topk=TOPK, temperature=TEMPERATURE,
+    cfg = gen.SoftConfig(checkpoint=str(teacher), out=str(out), data=str(data), topk=TOPK, temperature=TEMPERATURE,
                         batch_size=3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return st.generate(dataclasses.replace(cfg, **kw), OneProcess())
+        return gen.generate(dataclasses.replace(cfg, **kw), OneProcess())
     finally:
         torch.set_num_threads(threads)
 
@@ -94,9 +95,9 @@ def sidecar_files(out: Path) -> dict[str, bytes]:
 def test_shard_assignment_is_disjoint_and_covering(num_shards):
     names = [f"train-{i:06d}.tar" for i in range(num_shards)]
     for world in range(1, 6):
-        parts = [st.assign_shards(names, r, world) for r in range(world)]
+        parts = [gen.assign_shards(names, r, world) for r in range(world)]
         assert sorted(n for p in parts for n in p) == names  # every shard exactly once
-        assert parts == [st.assign_shards(names, r, world) for r in range(world)]  # deterministic
+        assert parts == [gen.assign_shards(names, r, world) for r in range(world)]  # deterministic
 
 
 def test_a_record_carries_the_hypothesis_and_refuses_one_longer_than_its_frames():
@@ -242,7 +243,7 @@ def test_a_bad_video_gets_an_explicit_record(tiny_data, teacher, tmp_path):
 
 
 def _raw(path: Path) -> list[dict]:
-    from cslr.datasets.pipeline import iter_shard
+    from cslr.datasets.shards import iter_shard
 
     return [{k: v for k, v in s.items() if k != "__url__"} for s in iter_shard(path)]
 

@@ -295,7 +295,7 @@ def test_nonfinite_loss_is_skipped_and_counted(tiny_data, tmp_path):
     tr.model.register_forward_pre_hook(
         lambda m, *_: before.append({k: v.detach().clone() for k, v in m.state_dict().items()}))
     tr.train()
-    assert tr.state["nonfinite_total"] == 2 and tr.state["global_step"] == 4
+    assert tr.state.nonfinite_total == 2 and tr.state.global_step == 4
     # the NaN batches 2 and 3 left no trace: the state before forwards 2, 3 and 4 is the same ...
     for later in (before[2], before[3]):
         assert all(torch.equal(before[1][k], later[k]) for k in later)
@@ -323,7 +323,7 @@ def test_data_wait_fraction_is_recorded_and_sees_a_slow_loader(tiny_data, tmp_pa
     tr = _in_process_trainer(tiny_data, tmp_path / "o", max_steps=3)
     tr.train_loader = _SlowLoader(tr.train_loader, 0.5)
     tr.train()
-    rec = tr.state["history"][-1]
+    rec = tr.state.history[-1]
     # the 3 batches each slept 0.5 s before arriving: all of it is counted as waiting
     assert rec["data_wait_s"] >= 1.5, rec
     assert 0.0 < rec["data_wait_fraction"] <= 1.0
@@ -338,7 +338,7 @@ def test_too_many_nonfinite_losses_stop_with_checkpoints_intact(tiny_data, tmp_p
     def broken_after_first_epoch(out, batch):
         calls["n"] += 1
         loss, parts = teacher_loss(out, batch, 0.5)
-        return (loss * float("nan") if tr.state["epoch"] >= 1 else loss), parts
+        return (loss * float("nan") if tr.state.epoch >= 1 else loss), parts
 
     tr = _in_process_trainer(tiny_data, tmp_path / "o", loss_fn=broken_after_first_epoch, max_bad_steps=2)
     tr.cfg.optim.epochs = 2
@@ -369,7 +369,7 @@ def test_wall_time_carries_over_a_resume(tiny_data, tmp_path):
     tr = _in_process_trainer(tiny_data, tmp_path / "o", max_steps=2)
     tr.train()
     saved = tr.save("test")
-    before = tr.state["wall_time_s"]
+    before = tr.state.wall_time_s
     assert before > 0
     again = _in_process_trainer(tiny_data, tmp_path / "o")
     fresh = again.wall_time()
@@ -381,8 +381,8 @@ def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
     tr = _in_process_trainer(tiny_data, tmp_path / "o", max_steps=3, mixed_precision="bf16")
     assert str(tr.acc.mixed_precision) == "bf16"
     tr.train()
-    assert tr.state["nonfinite_total"] == 0 and tr.state["global_step"] == 3
-    assert math.isfinite(tr.state["history"][-1]["train_loss"])
+    assert tr.state.nonfinite_total == 0 and tr.state.global_step == 3
+    assert math.isfinite(tr.state.history[-1]["train_loss"])
 
 
 # ---------------------------------------------------------------------------------------------- other entry points

@@ -43,7 +43,9 @@ from cslr.bench.context import BenchContext, SuiteResult
 from cslr.bench.timing import cpu_threads, summarize
 from cslr.datasets import augment
 from cslr.datasets.phoenix import CORPORA, FRAMES_DIR, convert, export_phoenix2014, frame_sort_key, read_corpus_csv
-from cslr.datasets.pipeline import DataConfig, build_loader, decode_jpegs, iter_shard
+from cslr.datasets.collate import decode_jpegs
+from cslr.datasets.pipeline import DataConfig, build_loader
+from cslr.datasets.shards import iter_shard
 from cslr.datasets.schema import RGB, unpack_jpegs
 from cslr.datasets.synthetic import PRESETS, prepare_synthetic
 from cslr.datasets.vocab import Vocabulary

@@ -32,6 +32,13 @@ import numpy as np
 import torch
 
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.eval.wer import score
+from cslr.trainer.runtime import make_accelerator
+
+from cslr.datasets.pipeline import build_loader
+from cslr.eval.decode import beam_search, greedy_decode
+from cslr.eval.wer import reference_from_annotation
+from cslr.models.export import LogProbs, example_inputs, export_onnx, onnx_session, run_onnx
 
 from .context import BenchContext, SuiteResult, cpu_info, student_checkpoint
 from .report import bound
@@ -60,7 +67,6 @@ def load_clips(data_cfg, vocab, split: str, limit: int = 0) -> list[dict]:
     [{"key", "signer", "glosses", "rgb" (1, T, 3, S, S) uint8, "pose" (1, T, 543, 3)}]; `limit` > 0 keeps the first."""
     import dataclasses
 
-    from cslr.datasets.pipeline import build_loader
 
     loader = build_loader(dataclasses.replace(data_cfg, batch_size=1, num_workers=0), split, vocab, train=False)
     clips = []
@@ -81,9 +87,6 @@ def load_clips(data_cfg, vocab, split: str, limit: int = 0) -> list[dict]:
 def clip_wer(run: Runner, names: tuple[str, ...], clips: list[dict], vocab, protocol: str, beam: int = BEAM) -> dict:
     """Dev WER of a runner: every clip alone through `run`, decoded (`cslr.eval.decode`) and scored with the
     project's PHOENIX WER -> {"wer", "sub", "dele", "ins", "num_ref_words"}."""
-    from cslr.eval.decode import beam_search, greedy_decode
-    from cslr.eval.wer import reference_from_annotation, score
-
     hyps, refs = {}, {}
     for clip in clips:
         lp = torch.as_tensor(np.asarray(run(*(clip[n] for n in names)))).float()  # (1, T', V)
@@ -97,7 +100,6 @@ def clip_wer(run: Runner, names: tuple[str, ...], clips: list[dict], vocab, prot
 
 class CalibrationClips:
     """onnxruntime.quantization CalibrationDataReader over real clips: one feed dict per clip."""
-
     def __init__(self, clips: list[dict], names: tuple[str, ...]):
         self.feeds = iter([{n: clip[n].numpy() for n in names} for clip in clips])
 
@@ -116,7 +118,6 @@ def torch_runner(model: torch.nn.Module, names: tuple[str, ...]) -> Runner:
 
 
 def ort_runner(path: Path, threads: int) -> Runner:
-    from cslr.models.export import onnx_session, run_onnx
 
     session = onnx_session(path, threads=threads)
     return lambda *inputs: run_onnx(session, *inputs)
@@ -164,8 +165,6 @@ def mb(path: Path) -> float:
 
 def build_variants(model, names, ctx: BenchContext, calib: list[dict], folder: Path) -> dict:
     """name -> {"run": Runner | None, "file": Path (weights on disk), "error": str | None, "note": str}."""
-    from cslr.models.export import export_onnx
-
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / "student_fp32_state_dict.pt"
     torch.save(model.state_dict(), state)
@@ -209,8 +208,6 @@ def build_variants(model, names, ctx: BenchContext, calib: list[dict], folder: P
 def measure_speed(run: Runner, names: tuple[str, ...], ctx: BenchContext, frames: int, batch: int) -> dict:
     """Frames/s at SPEED_SIZE: batch 1 streaming and `batch` clips -> {"b1": stats, "batched": stats}, each
     {"median", "min", "max", "n"} frames/s."""
-    from cslr.models.export import example_inputs
-
     out = {}
     for key, b in (("b1", 1), ("batched", batch)):
         inputs = example_inputs(names, b, frames, SPEED_SIZE, seed=b)  # (b, T, 3, 224, 224) ...
@@ -239,12 +236,8 @@ def measure_variant(name: str, v: dict, names, ctx, clips, vocab, protocol, fram
 
 
 def evaluate_py_wer(model, vocab, data_cfg, protocol: str) -> float:
-    """PyTorch fp32 dev WER through launch/evaluate.py's batched path (the project's evaluation)."""
-    from accelerate import Accelerator
-
-    from cslr.eval.wer import score
-
-    acc = Accelerator(cpu=True)
+    """PyTorch fp32 dev WER through cslr.eval.evaluate's batched path (the project's evaluation)."""
+    acc = make_accelerator(cpu=True)
     hyps, refs = decode_split(acc, model, vocab, data_cfg, "dev", protocol, BEAM)
     return score(hyps, refs, protocol=protocol).wer
 
@@ -347,8 +340,6 @@ def plot(rows: dict, path: Path, batch: int) -> None:
 def run(ctx: BenchContext) -> SuiteResult:
     """Every variant's speed, size and dev WER; summary keys best_fps, best_runtime, best_size_mb,
     best_wer_delta, fp32_fps."""
-    from cslr.models.export import LogProbs
-
     checkpoint = student_checkpoint(ctx)
     model, vocab, ck, data_cfg, manifest = load_for_eval(checkpoint, "", 8, 0, splits=("dev",))
     model.eval()

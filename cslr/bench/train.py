@@ -28,6 +28,13 @@ from pathlib import Path
 
 import torch
 
+from cslr.datasets.pipeline import DataConfig, build_loader
+from cslr.datasets.vocab import Vocabulary
+from cslr.eval.forward import batch_to, model_forward
+from cslr.models.registry import ModelConfig, build_model
+from cslr.trainer.kd import distillation_loss, soft_targets_from_log_probs
+from cslr.trainer.losses import teacher_loss
+
 from .context import ROOT, BenchContext, SuiteResult, log, run_logged, small_corpus
 from .timing import cpu_threads, current_memory_mb, peak_memory_mb, rate, reset_peak_memory, summarize, time_calls
 
@@ -50,9 +57,6 @@ def image_size_for(name: str, ctx: BenchContext) -> int:
 
 def real_batch(data: Path, image_size: int, batch_size: int, modalities: tuple) -> dict:
     """The first dev batch of the corpus at `image_size` (no augmentation): a realistic, fixed input."""
-    from cslr.datasets.pipeline import DataConfig, build_loader
-    from cslr.datasets.vocab import Vocabulary
-
     cfg = DataConfig(data=str(data), batch_size=batch_size, num_workers=0, image_size=image_size,
                      modalities=modalities, pin_memory=False)
     loader = build_loader(cfg, "dev", Vocabulary.load(data / "vocab.txt"), train=False)
@@ -61,19 +65,11 @@ def real_batch(data: Path, image_size: int, batch_size: int, modalities: tuple) 
 
 def dense_soft_targets(log_probs: torch.Tensor, lengths: torch.Tensor, temperature: float = 3.0) -> dict:
     """Dense targets of the shape a teacher would give: the soft-target batch keys for the offline KD loss."""
-    from cslr.trainer.kd import soft_targets_from_log_probs
-
     return soft_targets_from_log_probs(log_probs.detach(), lengths, temperature, 0)
 
 
 def make_step(name: str, num_classes: int, batch: dict, precision: str, device: str):
     """A closure running one optimizer step of model `name` on `batch` in `precision`; returns (step, model)."""
-    from cslr.models.registry import build_model
-    from cslr.trainer.config import ModelConfig
-    from cslr.trainer.kd import distillation_loss
-    from cslr.trainer.losses import teacher_loss
-    from cslr.eval.forward import batch_to, model_forward
-
     modality = "rgb+pose" if name.startswith("teacher") else "rgb"
     model = build_model(name, num_classes=num_classes, modality=modality).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -103,8 +99,6 @@ def make_step(name: str, num_classes: int, batch: dict, precision: str, device: 
 
 def step_figures(ctx: BenchContext, data: Path) -> list[dict]:
     """Rows of step cost: one per (model, precision)."""
-    from cslr.datasets.vocab import Vocabulary
-
     num_classes = len(Vocabulary.load(data / "vocab.txt"))
     batch_size = 2 if ctx.quick else 8
     sync = torch.cuda.synchronize if ctx.device == "cuda" else None

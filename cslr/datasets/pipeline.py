@@ -6,9 +6,7 @@
     loader.set_epoch(epoch)
     for batch in loader: ...          # move to the device yourself; never accelerator.prepare(loader)
 
-Throughput benchmark on a prepared folder:
-
-    python -m cslr.datasets.pipeline DATA_DIR --split train --num-workers 2 --batches 50
+Throughput on a prepared folder: `python launch/benchmark.py --suite loader` (cslr/bench/loader.py).
 
 Stages, per stream (a stream is one DataLoader worker of one rank, or the main process if num_workers=0):
 
@@ -54,18 +52,14 @@ empty is replaced by one placeholder row with `valid = False` (so that batch cou
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import hashlib
-import io
 import itertools
 import json
 import logging
 import math
 import tarfile
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -73,11 +67,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_jpeg
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from . import augment
 from .schema import GLOSS, META, NUM_LANDMARKS, POSE, REQUIRED_MEMBERS, RGB, SchemaError, decode_pose, unpack_jpegs
+from .collate import collate, decode_jpegs
+from .shards import BadSample, check_jpegs, ctc_min_length, iter_shard, npy_shape
 from .soft_targets import SoftTargetError, check_sidecars, check_soft_members, decode_soft, zip_sidecar
 from .vocab import Vocabulary
 from .writer import load_manifest
@@ -114,61 +108,6 @@ class DataConfig:
         versions that this one does not know are left out)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in known})
-
-
-class BadSample(Exception):
-    """A sample that cannot be used: `reason` is a short category, `detail` says what was wrong."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
-
-
-# ----------------------------------------------------------------------------------------------------
-# Reading shards and checking samples (no decoding)
-
-
-def iter_shard(path: Path) -> Iterator[dict]:
-    """The raw samples of one tar shard in file order: dicts of member name -> bytes, plus `__key__`.
-
-    Raises (OSError, tarfile.TarError, ValueError) on a shard that cannot be read.
-    """
-    with open(path, "rb") as f:
-        files = ({**m, "__url__": path.name} for m in tar_file_iterator(f))
-        yield from group_by_keys(files)
-
-
-def _npy_shape(data: bytes) -> tuple:
-    """Shape of a `.npy` member from its header, checking that the data that follows is complete."""
-    f = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-    except Exception as e:  # numpy raises ValueError/EOFError on a bad header
-        raise BadSample("corrupt_member", f"{POSE}: unreadable header ({e})") from e
-    expected = math.prod(shape) * dtype.itemsize
-    if dtype.hasobject or len(data) - f.tell() != expected:
-        raise BadSample("corrupt_member", f"{POSE}: {len(data) - f.tell()} data bytes, header says {expected} ({dtype})")
-    return shape
-
-
-def _check_jpegs(data: bytes, num_frames: int) -> None:
-    """Container structure, frame count, and JPEG start/end markers (a truncated JPEG lacks its end)."""
-    try:
-        frames = unpack_jpegs(data)
-    except SchemaError as e:
-        raise BadSample("corrupt_member", str(e)) from e
-    if len(frames) != num_frames:
-        raise BadSample("frame_count_mismatch", f"{RGB} has {len(frames)} frames, meta.json says {num_frames}")
-    for i, f in enumerate(frames):
-        if bytes(f[:2]) != b"\xff\xd8" or b"\xff\xd9" not in bytes(f[-64:]):
-            raise BadSample("corrupt_member", f"{RGB}: frame {i} is not a complete JPEG stream")
-
-
-def ctc_min_length(ids: list[int]) -> int:
-    """Frames CTC needs for a label sequence: one per label plus a blank between adjacent repeats."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
 @dataclass
@@ -348,10 +287,10 @@ class _Stream:
         if num_frames <= 0:
             raise BadSample("zero_frames", f"meta.json num_frames = {num_frames}")
         if "rgb" in cfg.modalities:
-            _check_jpegs(sample[RGB], num_frames)
+            check_jpegs(sample[RGB], num_frames)
         frame_size = meta.get("frame_size") or meta.get("orig_size")
         if "pose" in cfg.modalities:
-            shape = _npy_shape(sample[POSE])
+            shape = npy_shape(sample[POSE])
             if len(shape) != 3 or shape[1:] != (spec.pose_landmarks, 3):
                 raise BadSample("corrupt_member", f"{POSE} shape {shape}, expected (T, {spec.pose_landmarks}, 3)")
             if shape[0] != num_frames:
@@ -453,81 +392,6 @@ class _Stream:
         batch["_skipped"], self.reports = self.reports, []
         batch["_unknown"], self.unknown = self.unknown, []
         return batch
-
-
-def decode_jpegs(jpegs: list) -> list[torch.Tensor]:
-    """JPEG streams -> (H, W, 3) uint8 frames, views of the decoder's own output (no copy)."""
-    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        frames = decode_jpeg(data, mode=ImageReadMode.RGB)  # (3, H, W) views of (H, W, 3) buffers
-    return [f.permute(1, 2, 0) for f in frames]
-
-
-def _row_length(row: dict) -> int:
-    if "rgb_index" in row:
-        return row["rgb_index"].shape[0]
-    return next(iter(row.values())).shape[0]
-
-
-def _batch_tensor(shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor; in a DataLoader worker, in shared memory from the start, so that sending the batch
-    to the main process does not copy it (what `default_collate` does)."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-
-
-def collate(rows: list[dict], items: list[_Item], cfg: DataConfig, pose_landmarks: int, soft_k: int = 0) -> dict:
-    """Pad decoded videos into a batch (see `build_loader`); an empty list gives one invalid row.
-
-    `soft_k` > 0: the rows carry soft targets with that many labels per frame (placeholder included).
-    """
-    valid = bool(rows)
-    if not valid:
-        rows = [{"rgb": torch.zeros(1, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8),
-                 "pose": torch.zeros(1, pose_landmarks, 3),
-                 "soft_logp": torch.zeros(1, soft_k), "soft_idx": torch.zeros(1, soft_k, dtype=torch.int64)}]
-    lengths = torch.tensor([_row_length(r) for r in rows], dtype=torch.int64)  # (B,)
-    b, t = len(rows), int(lengths.max())
-    batch = {}
-    for m in cfg.modalities:
-        x = _batch_tensor((b, t) + rows[0][m].shape[1:], rows[0][m].dtype)  # (B, T, ...)
-        for i, (r, n) in enumerate(zip(rows, lengths.tolist())):
-            if m == "rgb" and "rgb_index" in r:  # expand the distinct frames straight into the batch
-                torch.index_select(r[m], 0, r["rgb_index"], out=x[i, :n])
-            else:
-                x[i, :n] = r[m]
-            x[i, n:] = 0
-        batch[m] = x
-    targets = [it.targets for it in items] or [[]]
-    batch["lengths"] = lengths
-    batch["mask"] = torch.arange(t)[None, :] < lengths[:, None]  # (B, T)
-    batch["targets"] = torch.zeros(b, max(1, max(map(len, targets))), dtype=torch.int64)  # (B, L)
-    for i, ids in enumerate(targets):
-        batch["targets"][i, :len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    batch["target_lengths"] = torch.tensor(list(map(len, targets)), dtype=torch.int64)
-    batch["keys"] = [it.key for it in items] or [""]
-    batch["signers"] = [it.signer for it in items] or [""]
-    batch["glosses"] = [it.gloss for it in items] or [""]
-    batch["valid"] = torch.full((b,), valid)
-    if soft_k:
-        batch.update(pad_soft([r["soft_logp"] for r in rows], [r["soft_idx"] for r in rows]))
-    return batch
-
-
-def pad_soft(logp: list[torch.Tensor], idx: list[torch.Tensor]) -> dict:
-    """Per-video (T_i, K) soft targets -> zero-padded "soft_logp" float32 (B, T, K), "soft_idx" int64 (B, T, K),
-    "soft_lengths" int64 (B,)."""
-    lengths = torch.tensor([x.shape[0] for x in logp], dtype=torch.int64)  # (B,)
-    b, t, k = len(logp), max(1, int(lengths.max())), logp[0].shape[1]
-    out = {"soft_logp": torch.zeros(b, t, k), "soft_idx": torch.zeros(b, t, k, dtype=torch.int64),
-           "soft_lengths": lengths}
-    for i, (lp, ix) in enumerate(zip(logp, idx)):
-        out["soft_logp"][i, :lp.shape[0]] = lp
-        out["soft_idx"][i, :ix.shape[0]] = ix
-    return out
 
 
 class _StreamDataset(IterableDataset):
@@ -725,41 +589,3 @@ class EvalDecoder:
         failed = [(key, reason, detail) for key, _, reason, detail in batch.pop("_skipped")]
         batch.pop("_unknown")
         return batch, failed
-
-
-# ----------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Measure the streaming pipeline's throughput on a prepared folder.")
-    ap.add_argument("data")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--eval", action="store_true", help="eval pipeline (no augmentation)")
-    ap.add_argument("--num-workers", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--image-size", type=int, default=112)
-    ap.add_argument("--batches", type=int, default=50, help="at least this many (whole epochs)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    cfg = DataConfig(data=args.data, batch_size=args.batch_size, num_workers=args.num_workers,
-                     image_size=args.image_size, pin_memory=False)
-    vocab = Vocabulary.load(Path(args.data) / "vocab.txt")
-    loader = build_loader(cfg, args.split, vocab, train=not args.eval)
-    videos = frames = batches = 0
-    t0 = time.perf_counter()
-    for epoch in itertools.count():  # whole epochs, worker start-up included (workers are not persistent)
-        loader.set_epoch(epoch)
-        for batch in loader:
-            videos += int(batch["valid"].sum())
-            frames += int(batch["lengths"].sum())
-            batches += 1
-        if batches >= args.batches:
-            break
-    dt = time.perf_counter() - t0
-    print(f"{videos / dt:.1f} videos/s, {frames / dt:.0f} frames/s ({batches} batches, {videos} videos, {frames} "
-          f"frames in {dt:.2f} s; {args.num_workers} workers, image size {args.image_size}, "
-          f"{'eval' if args.eval else 'train'})")
-
-
-if __name__ == "__main__":
-    main()

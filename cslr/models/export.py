@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-NUM_LANDMARKS = 543
+from cslr.datasets.schema import NUM_LANDMARKS
 
 
 class LogProbs(nn.Module):

@@ -143,7 +143,7 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
     status = trainer.train()
     if status["interrupted"]:
         logger.info("stopped on a signal after step %d; checkpoint saved, continue with --resume auto",
-                    trainer.state["global_step"])
+                    trainer.state.global_step)
         acc.end_training()
         return 0
     test = None
@@ -172,9 +172,9 @@ def test_best(cfg: TrainConfig, acc, trainer: Trainer, vocab: Vocabulary, protoc
     if acc.is_main_process:
         write_ctm(out / "test_hyp.ctm", hyps)
         logger.info("Test WER (best model, epoch %s, beam %d): %.2f%% (S %d, D %d, I %d, N %d)\n%s",
-                    trainer.state["best_epoch"], cfg.run.beam_width, test["wer"], test["sub"], test["dele"],
+                    trainer.state.best_epoch, cfg.run.beam_width, test["wer"], test["sub"], test["dele"],
                     test["ins"], test["num_ref_words"], result.format_table())
-    acc.log({"test/wer": test["wer"]}, step=trainer.state["global_step"])
+    acc.log({"test/wer": test["wer"]}, step=trainer.state.global_step)
     return test
 
 
@@ -183,17 +183,17 @@ def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
     wall_time_s = trainer.wall_time()
     st = trainer.state
     results = {
-        "best_epoch": st["best_epoch"], "best_dev_wer": st["best_dev_wer"],
+        "best_epoch": st.best_epoch, "best_dev_wer": st.best_dev_wer,
         "test_wer": test["wer"] if test else None, "test_sub": test["sub"] if test else None,
         "test_del": test["dele"] if test else None, "test_ins": test["ins"] if test else None,
         "test_num_ref_words": test["num_ref_words"] if test else None,
         "test_per_signer": test["per_signer"] if test else None,
-        "epochs_run": len(st["history"]), "global_steps": st["global_step"], "wall_time_s": wall_time_s,
-        "train_time_s": st["train_time_s"], "num_parameters": trainer.num_parameters,
-        "samples_per_s": st["samples_seen"] / st["train_time_s"] if st["train_time_s"] > 0 else None,
-        "nonfinite_steps_skipped": st["nonfinite_total"], "skipped_samples": st["skipped"],
-        "stopped_early": st["stopped_early"], "world_size": trainer.acc.num_processes,
-        "mixed_precision": str(trainer.acc.mixed_precision), "history": st["history"],
+        "epochs_run": len(st.history), "global_steps": st.global_step, "wall_time_s": wall_time_s,
+        "train_time_s": st.train_time_s, "num_parameters": trainer.num_parameters,
+        "samples_per_s": st.samples_seen / st.train_time_s if st.train_time_s > 0 else None,
+        "nonfinite_steps_skipped": st.nonfinite_total, "skipped_samples": st.skipped,
+        "stopped_early": st.stopped_early, "world_size": trainer.acc.num_processes,
+        "mixed_precision": str(trainer.acc.mixed_precision), "history": st.history,
     }
     atomic_write_json(path, results)
     return results
@@ -218,7 +218,7 @@ def init_trackers(cfg: TrainConfig, accelerator, trainer: Trainer) -> None:
             atomic_write_bytes(id_file, (run_id + "\n").encode())
     init_kwargs = {"wandb": {"dir": str(out), "id": run_id, "resume": "allow", "name": cfg.run.run_name or out.name}}
     accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(plain_dict(cfg)), init_kwargs=init_kwargs)
-    trainer.state["wandb_run_id"] = run_id
+    trainer.state.wandb_run_id = run_id
 
 
 def _fmt(x) -> str:

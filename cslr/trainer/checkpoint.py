@@ -15,8 +15,6 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
-
 from cslr.io import atomic_write_json
 
 STATE_FILE = "trainer_state.json"

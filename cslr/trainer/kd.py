@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cslr.datasets.soft_targets import select_soft
 from cslr.eval.forward import model_forward
 from cslr.models.checkpoint import model_from_checkpoint
 from cslr.models.heads import length_mask
@@ -69,12 +70,10 @@ def soft_targets_from_log_probs(log_probs: Tensor, lengths: Tensor, temperature:
     Returns:
         {"soft_logp": (B, T', K) fp32, "soft_idx": (B, T', K) int64, "soft_lengths": (B,) int64}.
     """
-    logp = F.log_softmax(log_probs.float() / temperature, dim=-1)  # (B, T', V)
-    V = logp.shape[-1]
-    if topk <= 0 or topk >= V:
+    V = log_probs.shape[-1]
+    logp, idx = select_soft(log_probs, temperature, topk if 0 < topk < V else 0, dtype="float32")  # (B, T', K)
+    if idx is None:  # dense
         idx = torch.arange(V, device=logp.device).expand_as(logp)
-    else:
-        logp, idx = logp.topk(topk, dim=-1)  # (B, T', K)
     return {"soft_logp": logp, "soft_idx": idx.long(), "soft_lengths": lengths.long()}
 
 

@@ -9,10 +9,12 @@ One `Trainer` with `train_step`, `evaluate`, `save`, `load`: extend by overridin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +38,40 @@ logger = logging.getLogger("cslr")
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+@dataclass
+class TrainState:
+    """Everything of a run that resumes besides what Accelerate saves (weights, optimizer, scheduler, scaler, RNG):
+    the position (epoch, batch, step, loader), the best model so far, counters and the curves. Written as
+    `trainer_state.json` into every checkpoint (plain JSON: nothing in it can run code)."""
+
+    epoch: int = 0
+    batches_done: int = 0            # micro-batches of `epoch` already trained
+    global_step: int = 0             # optimizer steps
+    best_dev_wer: float | None = None
+    best_epoch: int | None = None
+    evals_since_best: int = 0
+    nonfinite_total: int = 0
+    train_time_s: float = 0.0
+    samples_seen: int = 0
+    history: list = field(default_factory=list)   # one record per epoch
+    steps: list = field(default_factory=list)     # a loss/lr record every 10 steps
+    stopped_early: bool = False
+    wandb_run_id: str | None = None
+    skipped: dict = field(default_factory=dict)   # reason -> train samples skipped
+    loader: dict | None = None       # the train loader's position inside `epoch`
+    epoch_loss: list = field(default_factory=lambda: [0.0, 0.0])  # (sum, finite batches) of `epoch`, all ranks
+    wall_time_s: float = 0.0
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Fields of `state` replace this state's; fields an older checkpoint lacks keep their defaults."""
+        for f in dataclasses.fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
 
 
 class Trainer:
@@ -74,12 +110,11 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
         accelerator.register_for_checkpointing(self.scheduler)
-        self.state = {
-            "epoch": 0, "batches_done": 0, "global_step": 0, "best_dev_wer": None, "best_epoch": None,
-            "evals_since_best": 0, "nonfinite_total": 0, "train_time_s": 0.0, "samples_seen": 0,
-            "history": [], "steps": [], "stopped_early": False, "wandb_run_id": None, "skipped": {},
-        }
+        self.state = TrainState()
         self._stop_signal = False
+        self._consecutive_bad = 0      # non-finite losses in a row (all ranks agree)
+        self._window_finite = False    # a finite micro-batch in the current accumulation window
+        self._epoch_loss = [0.0, 0.0]  # (loss sum, finite batches) of this epoch on this rank
 
     # ----------------------------------------------------------------------------------------- setup
     def _fill_deepspeed_auto(self) -> None:
@@ -106,23 +141,24 @@ class Trainer:
         return self._wall_before + time.time() - self._started_at
 
     def save(self, tag: str = "") -> Path:
-        self.state["loader"] = self.train_loader.state_dict()
-        self.state["wall_time_s"] = self.wall_time()
-        # Collective: every rank saves together. Kept for a resume in the middle of this epoch.
-        self.state["epoch_loss"] = self._sum_ranks(getattr(self, "_epoch_loss", [0.0, 0.0]))
-        name = ckpt.checkpoint_name(self.state["epoch"], self.state["global_step"])
-        path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, self.state, self.cfg.run.keep_last)
+        """A checkpoint of every rank (collective); kept for a resume in the middle of this epoch too."""
+        st = self.state
+        st.loader = self.train_loader.state_dict()
+        st.wall_time_s = self.wall_time()
+        st.epoch_loss = self._sum_ranks(self._epoch_loss)
+        name = ckpt.checkpoint_name(st.epoch, st.global_step)
+        path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, st.state_dict(), self.cfg.run.keep_last)
         logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
         return path
 
     def load(self, path: Path) -> None:
         self.acc.load_state(str(path))
-        self.state.update(ckpt.load_trainer_state(path))
-        self._wall_before = float(self.state.get("wall_time_s", 0.0))
-        self.train_loader.load_state_dict(self.state["loader"])
+        self.state.load_state_dict(ckpt.load_trainer_state(path))
+        self._wall_before = float(self.state.wall_time_s)
+        self.train_loader.load_state_dict(self.state.loader)
         self.acc.step = 0  # checkpoints are taken at optimizer-step boundaries
-        logger.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.state["epoch"],
-                    self.state["batches_done"], self.state["global_step"])
+        logger.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.state.epoch,
+                    self.state.batches_done, self.state.global_step)
 
     # ----------------------------------------------------------------------------------------- batches
     def to_device(self, batch: dict) -> dict:
@@ -154,7 +190,7 @@ class Trainer:
             stop = n_stop > 0  # any rank signalled
             if not finite:
                 # Every rank skips together: a zero loss still runs backward so DDP/DeepSpeed collectives match.
-                self.state["nonfinite_total"] += 1
+                self.state.nonfinite_total += 1
                 self._consecutive_bad += 1
                 with torch.no_grad():
                     for b, v in zip(buffers, saved):
@@ -183,121 +219,135 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- loop
     def train(self) -> dict:
-        cfg, acc, st = self.cfg, self.acc, self.state
-        self._consecutive_bad = 0
-        self._window_finite = False
-        start = time.time()
-        t_train0 = st["train_time_s"]
-        epoch = st["epoch"]
-        while epoch < cfg.optim.epochs and not st["stopped_early"]:
-            self.train_loader.set_epoch(epoch)
-            # (loss sum, finite batches) of this epoch on this rank; a resumed epoch carries the part before the
-            # checkpoint (summed over ranks) on the main process, so the epoch's mean loss is the uninterrupted one.
-            self._epoch_loss = [0.0, 0.0]
-            if st.get("loader") and st["loader"]["epoch"] == epoch and st["batches_done"] > 0:
-                self.train_loader.load_state_dict(st["loader"])
-                if acc.is_main_process:
-                    self._epoch_loss = [float(v) for v in st.get("epoch_loss", (0.0, 0.0))]
-            else:
-                st["batches_done"] = 0
-            self.model.train()
-            n_batches = self.steps_per_epoch * self.accum
-            bar = tqdm(total=n_batches, initial=st["batches_done"], desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                       disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
-            t_epoch, samples_epoch = time.time(), 0
-            interrupted = False
-            # Time blocked on the loader vs the whole loop: the fraction says whether the loader feeds the model.
-            wait_s, t_loop = 0.0, time.perf_counter()
-            t_ready = t_loop
-            for batch in self.train_loader:
-                wait_s += time.perf_counter() - t_ready
-                if st["batches_done"] >= n_batches:
-                    break
-                res = self.train_step(batch)
-                st["batches_done"] += 1
-                n = int(batch["lengths"].shape[0])
-                samples_epoch += n
-                st["samples_seen"] += n * acc.num_processes
-                if res["finite"]:
-                    self._epoch_loss[0] += res["loss"]
-                    self._epoch_loss[1] += 1
-                bar.update(1)
-                if acc.sync_gradients:
-                    st["global_step"] += 1
-                    lr = self.scheduler.get_last_lr()[0]
-                    bar.set_postfix(loss=f"{res['loss']:.3f}", lr=f"{lr:.2e}")
-                    if st["global_step"] % 10 == 0 or st["global_step"] == 1:
-                        rec = {"step": st["global_step"], "loss": res["loss"], "lr": lr}
-                        st["steps"].append(rec)
-                        log = {"train/loss": res["loss"], "train/lr": lr, "train/epoch": epoch + st["batches_done"] / n_batches}
-                        if res["grad_norm"] is not None and math.isfinite(res["grad_norm"]):
-                            log["train/grad_norm"] = res["grad_norm"]
-                        acc.log(log, step=st["global_step"])
-                    if res["stop"]:
-                        interrupted = True
-                        break
-                    if cfg.run.save_every_steps and st["global_step"] % cfg.run.save_every_steps == 0:
-                        st["train_time_s"] = t_train0 + time.time() - start
-                        self.save("periodic")
-                    if cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps:
-                        break
-                t_ready = time.perf_counter()
-            loop_s = time.perf_counter() - t_loop
-            bar.close()
-            self._log_skips(epoch)
-            st["train_time_s"] = t_train0 + time.time() - start
-            if interrupted:
+        """Epochs until `epochs` (or `max_steps`, or early stopping): train, evaluate, record, checkpoint.
+        Returns {"interrupted": True} after a signal (a checkpoint was saved), else {"interrupted": False}."""
+        cfg, st = self.cfg, self.state
+        self._consecutive_bad, self._window_finite = 0, False
+        self._t_start, self._train_time0 = time.time(), st.train_time_s
+        epoch = st.epoch
+        while epoch < cfg.optim.epochs and not st.stopped_early:
+            t_epoch = time.time()
+            ended = self.train_epoch(epoch)
+            st.train_time_s = self._train_time0 + time.time() - self._t_start
+            if ended["interrupted"]:
                 self.save("signal")
                 return {"interrupted": True}
-            total, count = self._sum_ranks(self._epoch_loss)
-            mean_loss = total / count if count else float("nan")
-            done_epoch = st["batches_done"] >= n_batches
-            wait_s, loop_s = self._sum_ranks([wait_s, loop_s])
-            rec = {"epoch": epoch + 1, "step": st["global_step"], "train_loss": mean_loss,
-                   "epoch_time_s": time.time() - t_epoch, "data_wait_s": wait_s,
-                   "data_wait_fraction": wait_s / loop_s if loop_s > 0 else None, "dev_wer": None}
-            last = epoch + 1 == cfg.optim.epochs or (cfg.run.max_steps and st["global_step"] >= cfg.run.max_steps)
-            if (epoch + 1) % cfg.run.eval_every == 0 or last:
-                res = self.evaluate_dev(beam_width=0)
-                rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
-                self._track_best(epoch, res)
-            if st["history"] and st["history"][-1]["epoch"] == rec["epoch"]:
-                st["history"].pop()  # the record of this epoch's part before a --max_steps stop and resume
-            st["history"].append(rec)
-            acc.log({"epoch/train_loss": mean_loss, "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
-                     **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
-                    step=st["global_step"])
-            wer_s = f"{rec['dev_wer']:.1f}%" if rec["dev_wer"] is not None else "-"
-            logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs | data wait %.1f%%", epoch + 1, wer_s,
-                        mean_loss, st["global_step"], rec["epoch_time_s"], 100 * (rec["data_wait_fraction"] or 0.0))
-            if acc.is_main_process:
-                plot_curves(st["history"], st["steps"], self.out / "training_curves.png")
+            last = epoch + 1 == cfg.optim.epochs or bool(cfg.run.max_steps and st.global_step >= cfg.run.max_steps)
+            self.end_epoch(epoch, ended, time.time() - t_epoch, last)
             epoch += 1
-            if done_epoch:
-                st["epoch"], st["batches_done"] = epoch, 0
-                st.pop("loader", None)
-            if (epoch % cfg.run.save_every == 0) or epoch == cfg.optim.epochs or st["stopped_early"] or last:
+            if ended["complete"]:
+                st.epoch, st.batches_done, st.loader = epoch, 0, None
+            if epoch % cfg.run.save_every == 0 or epoch == cfg.optim.epochs or st.stopped_early or last:
                 self.save("epoch end")
             if last:
                 break
         return {"interrupted": False}
+
+    def train_epoch(self, epoch: int) -> dict:
+        """The batches of one epoch (from a mid-epoch checkpoint's position when resuming into it) ->
+        {"interrupted", "complete", "wait_s", "loop_s"}: a signal, all batches done, time blocked on the loader."""
+        cfg, acc, st = self.cfg, self.acc, self.state
+        self.train_loader.set_epoch(epoch)
+        # A resumed epoch carries the part before the checkpoint (summed over ranks) on the main process, so the
+        # epoch's mean loss is the uninterrupted one.
+        self._epoch_loss = [0.0, 0.0]
+        if st.loader and st.loader["epoch"] == epoch and st.batches_done > 0:
+            self.train_loader.load_state_dict(st.loader)
+            if acc.is_main_process:
+                self._epoch_loss = [float(v) for v in st.epoch_loss]
+        else:
+            st.batches_done = 0
+        self.model.train()
+        n_batches = self.steps_per_epoch * self.accum
+        bar = tqdm(total=n_batches, initial=st.batches_done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                   disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
+        interrupted = False
+        # Time blocked on the loader vs the whole loop: the fraction says whether the loader feeds the model.
+        wait_s, t_loop = 0.0, time.perf_counter()
+        t_ready = t_loop
+        for batch in self.train_loader:
+            wait_s += time.perf_counter() - t_ready
+            if st.batches_done >= n_batches:
+                break
+            res = self.train_step(batch)
+            st.batches_done += 1
+            st.samples_seen += int(batch["lengths"].shape[0]) * acc.num_processes
+            if res["finite"]:
+                self._epoch_loss[0] += res["loss"]
+                self._epoch_loss[1] += 1
+            bar.update(1)
+            if acc.sync_gradients:
+                st.global_step += 1
+                self.after_step(epoch, res, bar, st.batches_done / n_batches)
+                if res["stop"]:
+                    interrupted = True
+                    break
+                if cfg.run.save_every_steps and st.global_step % cfg.run.save_every_steps == 0:
+                    st.train_time_s = self._train_time0 + time.time() - self._t_start
+                    self.save("periodic")
+                if cfg.run.max_steps and st.global_step >= cfg.run.max_steps:
+                    break
+            t_ready = time.perf_counter()
+        loop_s = time.perf_counter() - t_loop
+        bar.close()
+        self._log_skips(epoch)
+        return {"interrupted": interrupted, "complete": st.batches_done >= n_batches, "wait_s": wait_s,
+                "loop_s": loop_s}
+
+    def after_step(self, epoch: int, res: dict, bar, epoch_fraction: float) -> None:
+        """After each optimizer step: the progress bar, and every 10 steps a loss/lr record and tracker values."""
+        st = self.state
+        lr = self.scheduler.get_last_lr()[0]
+        bar.set_postfix(loss=f"{res['loss']:.3f}", lr=f"{lr:.2e}")
+        if st.global_step % 10 == 0 or st.global_step == 1:
+            st.steps.append({"step": st.global_step, "loss": res["loss"], "lr": lr})
+            log = {"train/loss": res["loss"], "train/lr": lr, "train/epoch": epoch + epoch_fraction}
+            if res["grad_norm"] is not None and math.isfinite(res["grad_norm"]):
+                log["train/grad_norm"] = res["grad_norm"]
+            self.acc.log(log, step=st.global_step)
+
+    def end_epoch(self, epoch: int, ended: dict, epoch_time_s: float, last: bool) -> None:
+        """Mean loss over ranks, dev WER (every `eval_every` epochs and at the end), the epoch record, the log line,
+        the trackers and the curves."""
+        cfg, acc, st = self.cfg, self.acc, self.state
+        total, count = self._sum_ranks(self._epoch_loss)
+        mean_loss = total / count if count else float("nan")
+        wait_s, loop_s = self._sum_ranks([ended["wait_s"], ended["loop_s"]])
+        rec = {"epoch": epoch + 1, "step": st.global_step, "train_loss": mean_loss,
+               "epoch_time_s": epoch_time_s, "data_wait_s": wait_s,
+               "data_wait_fraction": wait_s / loop_s if loop_s > 0 else None, "dev_wer": None}
+        if (epoch + 1) % cfg.run.eval_every == 0 or last:
+            res = self.evaluate_dev(beam_width=0)
+            rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
+            self._track_best(epoch, res)
+        if st.history and st.history[-1]["epoch"] == rec["epoch"]:
+            st.history.pop()  # the record of this epoch's part before a --max_steps stop and resume
+        st.history.append(rec)
+        acc.log({"epoch/train_loss": mean_loss, "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
+                 **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
+                step=st.global_step)
+        wer_s = f"{rec['dev_wer']:.1f}%" if rec["dev_wer"] is not None else "-"
+        logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs | data wait %.1f%%", epoch + 1, wer_s,
+                    mean_loss, st.global_step, rec["epoch_time_s"], 100 * (rec["data_wait_fraction"] or 0.0))
+        if acc.is_main_process:
+            plot_curves(st.history, st.steps, self.out / "training_curves.png")
 
     def _log_skips(self, epoch: int) -> None:
         counts = dict(getattr(self.train_loader, "skip_counts", {}) or {})
         if counts:
             logger.warning("epoch %d: skipped train samples on rank %d: %s", epoch + 1, self.acc.process_index, counts)
             for k, v in counts.items():
-                self.state["skipped"][k] = self.state["skipped"].get(k, 0) + v
+                self.state.skipped[k] = self.state.skipped.get(k, 0) + v
 
     def _track_best(self, epoch: int, res: dict) -> None:
         st = self.state
-        if st["best_dev_wer"] is None or res["wer"] < st["best_dev_wer"]:
-            st["best_dev_wer"], st["best_epoch"], st["evals_since_best"] = res["wer"], epoch + 1, 0
+        if st.best_dev_wer is None or res["wer"] < st.best_dev_wer:
+            st.best_dev_wer, st.best_epoch, st.evals_since_best = res["wer"], epoch + 1, 0
             self.save_best(epoch, res)
         else:
-            st["evals_since_best"] += 1
-            if self.cfg.run.patience and st["evals_since_best"] >= self.cfg.run.patience:
-                st["stopped_early"] = True
+            st.evals_since_best += 1
+            if self.cfg.run.patience and st.evals_since_best >= self.cfg.run.patience:
+                st.stopped_early = True
                 logger.info("early stopping: no dev WER improvement in %d evaluations", self.cfg.run.patience)
 
     def save_best(self, epoch: int, res: dict) -> None:
