@@ -32,6 +32,7 @@ from cslr.datasets.pipeline import DataConfig, build_loader
 from cslr.datasets.vocab import Vocabulary
 from cslr.eval.forward import batch_to, model_forward
 from cslr.models.registry import ModelConfig, build_model
+from cslr.models.student import StudentConfig
 from cslr.trainer.kd import distillation_loss, soft_targets_from_log_probs
 from cslr.trainer.losses import teacher_loss
 
@@ -70,11 +71,10 @@ def dense_soft_targets(log_probs: torch.Tensor, lengths: torch.Tensor, temperatu
 
 def make_step(name: str, num_classes: int, batch: dict, precision: str, device: str):
     """A closure running one optimizer step of model `name` on `batch` in `precision`; returns (step, model)."""
-    modality = "rgb+pose" if name.startswith("teacher") else "rgb"
-    model = build_model(name, num_classes=num_classes, modality=modality).to(device).train()
+    model = build_model(name, num_classes=num_classes).to(device).train()  # its config's default streams
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = batch_to(batch, device)
-    if name.startswith("student"):
+    if isinstance(model.cfg, StudentConfig):  # students train with distillation
         with torch.no_grad():
             out = model_forward(model, batch)
         batch = {**batch, **batch_to(dense_soft_targets(out["log_probs"], out["lengths"]), device)}

@@ -28,8 +28,7 @@ class LogProbs(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        modality = model.cfg.modality
-        self.inputs = tuple(m for m in ("rgb", "pose") if m in modality.split("+"))
+        self.inputs = tuple(m for m in ("rgb", "pose") if m in model.cfg.streams)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The tensors of `self.inputs`, in that order (a pose-only model takes only the landmarks)."""

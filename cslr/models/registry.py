@@ -15,7 +15,7 @@ Every builder is `fn(num_classes, **overrides) -> nn.Module`, registered in MODE
 | `student_small` | CPU default; ImageNet weights fit    | small (1.0)         | 128           | 2 x 64  |
 | `student_base`  | PHOENIX on GPUs at 224x224           | large (1.0)         | 512           | 2 x 256 |
 
-List them: `/work/venv/bin/python -c "from cslr.models.registry import list_models; print(list_models())"`
+List them: `python -c "from cslr.models.registry import list_models; print(list_models())"`
 """
 
 from __future__ import annotations
@@ -39,12 +39,18 @@ class ModelConfig:
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+CONFIGS: dict[str, type] = {}  # builder name -> the config class of the model it builds
 
 
-def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Add a builder `fn(num_classes, **overrides) -> nn.Module` to MODELS under its function name."""
-    MODELS[fn.__name__] = fn
-    return fn
+def register(config_cls: type):
+    """Add a builder `fn(num_classes, **overrides) -> nn.Module` to MODELS under its function name, with the
+    config class (TeacherConfig, StudentConfig) its model takes: callers decide by the config, never the name."""
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS[fn.__name__] = fn
+        CONFIGS[fn.__name__] = config_cls
+        return fn
+
+    return add
 
 
 def _build(model_cls, cfg_cls, preset: dict, num_classes: int, overrides: dict) -> nn.Module:
@@ -63,39 +69,39 @@ def _student(preset: dict, num_classes: int, overrides: dict) -> Student:
     return _build(Student, StudentConfig, preset, num_classes, overrides)
 
 
-@register
+@register(TeacherConfig)
 def teacher_tiny(num_classes: int, **overrides) -> Teacher:
     """A few hundred thousand parameters, for tests."""
     return _teacher(dict(width_mult=0.125, pose_hidden=16, fusion_dim=32, lstm_hidden=16), num_classes, overrides)
 
 
-@register
+@register(TeacherConfig)
 def teacher_small(num_classes: int, **overrides) -> Teacher:
     """The CPU default (2 cores, 32x32 crops of 64x64 frames, ~70 frames, batch 8)."""
     return _teacher(dict(width_mult=0.25, pose_hidden=128, fusion_dim=256, lstm_hidden=128), num_classes, overrides)
 
 
-@register
+@register(TeacherConfig)
 def teacher_base(num_classes: int, **overrides) -> Teacher:
     """Full-width I3D (12.29 M) + pose, BiLSTM 2 x 512 as VAC: PHOENIX on GPUs at 224x224."""
     return _teacher(dict(width_mult=1.0, pose_hidden=256, fusion_dim=1024, lstm_hidden=512), num_classes, overrides)
 
 
-@register
+@register(StudentConfig)
 def student_tiny(num_classes: int, **overrides) -> Student:
     """MobileNetV3-small at width 0.25 with a tiny head, for tests."""
     return _student(dict(backbone="mobilenet_v3_small", width_mult=0.25, temporal_hidden=32, lstm_hidden=16),
                     num_classes, overrides)
 
 
-@register
+@register(StudentConfig)
 def student_small(num_classes: int, **overrides) -> Student:
     """The CPU default: MobileNetV3-small (ImageNet weights fit), temporal conv 128, BiLSTM 2 x 64."""
     return _student(dict(backbone="mobilenet_v3_small", width_mult=1.0, temporal_hidden=128, lstm_hidden=64),
                     num_classes, overrides)
 
 
-@register
+@register(StudentConfig)
 def student_base(num_classes: int, **overrides) -> Student:
     """MobileNetV3-large, temporal conv 512, BiLSTM 2 x 256: PHOENIX on GPUs at 224x224."""
     return _student(dict(backbone="mobilenet_v3_large", width_mult=1.0, temporal_hidden=512, lstm_hidden=256),
@@ -109,8 +115,9 @@ def build_teacher(preset: str, num_classes: int, **overrides) -> Teacher:
         preset: a teacher name from MODELS ("teacher_tiny", "teacher_small", "teacher_base").
         num_classes: CTC classes including the blank (len(Vocabulary)).
     """
-    if preset not in MODELS or not preset.startswith("teacher"):
-        raise ValueError(f"unknown teacher preset {preset!r}; available: {[m for m in list_models() if m.startswith('teacher')]}")
+    teachers = [m for m in list_models() if CONFIGS[m] is TeacherConfig]
+    if preset not in teachers:
+        raise ValueError(f"unknown teacher preset {preset!r}; available: {teachers}")
     return MODELS[preset](num_classes, **overrides)
 
 

@@ -79,6 +79,9 @@ class TrainConfig:
 SECTIONS = ("data", "model", "optim", "run", "kd")
 # Fields that follow another one rather than having their own flag: the data order is seeded by the run seed.
 DERIVED = {("data", "seed"): ("run", "seed")}
+# Fields the run fills in once it knows the model (no flag, no YAML key): the streams the loader reads are the
+# model's own plus what its loss needs (an online KD teacher's).
+RESOLVED = {("data", "modalities"): "the model's streams (--modality) and its loss's"}
 
 
 def _leaf_fields(cfg) -> dict[str, tuple[str, dataclasses.Field]]:
@@ -86,7 +89,7 @@ def _leaf_fields(cfg) -> dict[str, tuple[str, dataclasses.Field]]:
     out: dict[str, tuple[str, dataclasses.Field]] = {}
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(cfg, section)):
-            if (section, f.name) in DERIVED:
+            if (section, f.name) in DERIVED or (section, f.name) in RESOLVED:
                 continue
             if f.name in out:
                 raise AssertionError(f"config field {f.name} appears in two sections")
@@ -146,6 +149,8 @@ def apply_yaml(cfg: TrainConfig, path: str | Path) -> None:
             if (section, k) in DERIVED:
                 src = ".".join(DERIVED[(section, k)])
                 raise ValueError(f"{path}: {section}.{k} follows {src}; set {src} instead")
+            if (section, k) in RESOLVED:
+                raise ValueError(f"{path}: {section}.{k} follows {RESOLVED[(section, k)]}; remove it")
             if k not in names:
                 raise ValueError(f"{path}: unknown key {section}.{k}")
             setattr(sub, k, _coerce(v, getattr(sub, k), f"{path}: {section}.{k}"))
