@@ -78,12 +78,18 @@ def current_memory_mb(device: str = "cpu") -> float:
     """Memory in use now, MB: CUDA allocated bytes on "cuda", else the process's resident set (VmRSS; Linux)."""
     if device == "cuda":
         return torch.cuda.memory_allocated() / 1e6
+    rss = _proc_status_mb("VmRSS")
+    return float("nan") if rss is None else rss
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (kB there), in MB; None where there is no such file (not Linux)."""
     with contextlib.suppress(OSError):
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
+    return None
 
 
 def peak_memory_mb(device: str = "cpu") -> float:
@@ -91,10 +97,8 @@ def peak_memory_mb(device: str = "cpu") -> float:
     peak resident set (VmHWM on Linux; ru_maxrss elsewhere, KiB on Linux and bytes on macOS)."""
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 1e6
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak * (1 if sys.platform == "darwin" else 1024) / 1e6

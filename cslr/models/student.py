@@ -24,6 +24,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from .base import StreamsConfig
 from .heads import BiLSTMHead, Classifier, TemporalConv, length_mask
 from .i3d import ImageNetNormalize
 from .pose import DEFAULT_POSE_PARTS, PoseEncoder
@@ -34,7 +35,7 @@ MODALITIES = ("rgb", "rgb+pose")
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(StreamsConfig):
     """Student architecture (the registry presets set the sizes).
 
     Attributes:
@@ -61,6 +62,8 @@ class StudentConfig:
             for long can go back to 0.01.
     """
 
+    MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
+
     num_classes: int = 0
     modality: str = "rgb"
     backbone: str = "mobilenet_v3_small"
@@ -77,16 +80,10 @@ class StudentConfig:
 
     def __post_init__(self):
         self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
-        for name, value, choices in (("modality", self.modality, MODALITIES), ("backbone", self.backbone, BACKBONES),
-                                     ("head", self.head, HEADS)):
+        self.check_classes_and_streams()
+        for name, value, choices in (("backbone", self.backbone, BACKBONES), ("head", self.head, HEADS)):
             if value not in choices:
                 raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
-        if self.num_classes < 2:
-            raise ValueError(f"StudentConfig.num_classes must count the blank and at least one gloss, got {self.num_classes}")
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return tuple(self.modality.split("+"))
 
 
 class FrameEncoder(nn.Module):

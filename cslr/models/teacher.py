@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .base import StreamsConfig
 from .heads import BiLSTMHead, Classifier, length_mask
 from .i3d import I3D
 from .pose import DEFAULT_POSE_PARTS, PoseEncoder
@@ -26,7 +27,7 @@ MODALITIES = ("rgb", "pose", "rgb+pose")
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(StreamsConfig):
     """Teacher architecture. Defaults: the full-width model (`teacher_base`).
 
     Attributes:
@@ -43,6 +44,8 @@ class TeacherConfig:
             two-stream CSLR models do); the trainer weighs them with `model.aux_weight` (0: built without them).
     """
 
+    MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
+
     num_classes: int = 0
     modality: str = "rgb+pose"
     width_mult: float = 1.0
@@ -56,14 +59,7 @@ class TeacherConfig:
 
     def __post_init__(self):
         self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
-        if self.modality not in MODALITIES:
-            raise ValueError(f"TeacherConfig.modality {self.modality!r}: choose from {MODALITIES}")
-        if self.num_classes < 2:
-            raise ValueError(f"TeacherConfig.num_classes must count the blank and at least one gloss, got {self.num_classes}")
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return tuple(self.modality.split("+"))
+        self.check_classes_and_streams()
 
 
 class Teacher(nn.Module):
