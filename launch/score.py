@@ -3,7 +3,7 @@
     python launch/score.py --hyp dev.ctm --ref phoenix2014-groundtruth-dev.stm [--protocol phoenix2014] [--json out.json]
 
 Prints WER, S/D/I, the number of reference words and a per-signer table. The hypothesis is normalised
-here (give the raw model output); references are used as the protocol says (see cslr/trainer/wer.py).
+here (give the raw model output); references are used as the protocol says (see cslr/eval/wer.py).
 Exit status 2 with a message naming the file (and line) on a missing or malformed file.
 """
 

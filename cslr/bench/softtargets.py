@@ -198,7 +198,7 @@ def train_student(ctx: BenchContext, data: Path, teacher: Path, soft_dir: Path, 
 
 # What a cached KD student depends on besides its flags: a change to any of them retrains it.
 RECIPE_FILES = ("configs/student.yaml", "cslr/models/student.py", "cslr/models/heads.py", "cslr/models/pose.py",
-                "cslr/trainer/kd.py", "cslr/trainer/losses.py")
+                "cslr/trainer/kd.py", "cslr/trainer/losses.py", "cslr/recipes/student.py")
 
 
 def _recipe_tag(teacher: Path, args: list[str]) -> str:

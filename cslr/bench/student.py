@@ -17,7 +17,7 @@ Speed: synthetic uint8 frames at 224x224 with `ctx.threads` CPU threads, batch 1
 `FRAMES` frames) and batched (`BATCH` clips), the median of `ctx.repeats` calls after `ctx.warmup` untimed ones,
 with min and max. Quality: dev WER (PHOENIX scoring, `DECODE` decoding) of every clip run alone (batch 1, its
 valid frames) at the checkpoint's own `data.image_size`, the size it was trained at. The PyTorch fp32 WER is
-also taken through launch/evaluate.py's batched path (`decode_split`) as a check that the batch-1 path scores the
+also taken through cslr.eval.evaluate's batched path (`decode_split`) as a check that the batch-1 path scores the
 same (padding-invariant model).
 """
 

@@ -3,7 +3,7 @@
     python launch/compare.py --teacher runs/teacher/best_model.pth --student runs/student/best_model.pth --data DIR
     python launch/compare.py --model big=T.pth --model small=S.pth --model conv=S2.pth --out compare/
 
-Per model: dev and test WER (beam search, `--beam`, through launch/evaluate.py's code), number of parameters,
+Per model: dev and test WER (beam search, `--beam`, through cslr.eval.evaluate), number of parameters,
 checkpoint size on disk and fp32 weights size (MB = 1e6 bytes), and throughput in frames/s on synthetic uint8
 frames (plus landmarks for pose models) of `--image_size`:
   - CPU with `--threads` threads (default 2): batch 1 "streaming" (one clip of `--frames` frames) = `cpu_fps`,
