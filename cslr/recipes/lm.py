@@ -1,0 +1,178 @@
+"""Gloss language models for decoding: train one on the training glosses, measure it, tune its fusion weights on dev.
+
+    python launch/train_lm.py --data data/synth --order 3 --out runs/lm/lm.arpa           # a prepared dataset's train split
+    python launch/train_lm.py --annotations .../train.corpus.csv --order 3 --out lm.arpa  # a PHOENIX corpus CSV
+    python launch/tune_lm.py --checkpoint runs/teacher/best_model.pth --lm runs/lm/lm.arpa [--beam 10]
+
+Training sentences are the annotations after the scoring protocol's normalisation, as the scorer applies it to
+references (:func:`cslr.eval.wer.reference_from_annotation`: ``loc-REGION`` -> ``REGION``, ``__EMOTION__`` dropped,
+``__ON__``/``__OFF__`` kept for phoenix2014). Tuning runs the model on dev once, keeps the log-probs, and decodes
+them for every (lm_weight, word_bonus) of a grid; the best pair goes to ``<lm>.weights.json``, which
+``cslr.eval.lm.load_lm`` reads. Test data is never touched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from cslr.datasets.phoenix import CORPORA, read_corpus_csv
+from cslr.datasets.pipeline import build_loader, iter_shard
+from cslr.datasets.schema import GLOSS
+from cslr.datasets.vocab import Vocabulary
+from cslr.datasets.writer import load_manifest
+from cslr.eval.decode import beam_search, greedy_decode
+from cslr.eval.evaluate import load_for_eval
+from cslr.eval.forward import batch_to, model_forward
+from cslr.eval.lm import NGramLM, estimate_kneser_ney, write_arpa, write_weights
+from cslr.eval.wer import reference_from_annotation, score
+
+DEFAULT_LM_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+DEFAULT_WORD_BONUSES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+# ------------------------------------------------------------------------------------------ sentences
+
+
+def corpus_csv_sentences(path: str | Path, protocol: str = "") -> tuple[list[list[str]], str]:
+    """Normalised gloss sentences of a PHOENIX-style ``*.corpus.csv`` -> (sentences, protocol).
+
+    The corpus is recognised by the CSV header (PHOENIX-2014 / SI5: phoenix2014, 2014-T: phoenix2014T); `protocol`
+    overrides the corpus's own. Raises FileNotFoundError / ValueError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    first = path.read_text("utf-8-sig").split("\n", 1)[0]
+    header = tuple(f.strip() for f in first.split("|"))
+    spec = next((s for s in CORPORA.values() if s.header == header), None)
+    if spec is None:
+        raise ValueError(f"{path}: header {first.strip()!r} is none of the known corpus CSVs "
+                         f"({'; '.join(sorted({'|'.join(s.header) for s in CORPORA.values()}))})")
+    rows, _ = read_corpus_csv(path, spec)
+    protocol = protocol or spec.protocol
+    return [reference_from_annotation(r.gloss, protocol) for r in rows], protocol
+
+
+def dataset_sentences(data: str | Path, split: str = "train", protocol: str = "") -> tuple[list[list[str]], str]:
+    """Normalised gloss sentences of a prepared dataset's split (its shards' ``gloss.txt``, nothing decoded)."""
+    manifest = load_manifest(data)
+    if split not in manifest["splits"]:
+        raise ValueError(f"{data}: no split {split!r} (has {sorted(manifest['splits'])})")
+    protocol = protocol or manifest.get("protocol", "phoenix2014")
+    sentences = []
+    for shard in manifest["splits"][split]["shards"]:
+        for sample in iter_shard(Path(data) / shard["name"]):
+            sentences.append(reference_from_annotation(sample[GLOSS].decode("utf-8"), protocol))
+    return sentences, protocol
+
+
+def train_lm(sentences: Sequence[Sequence[str]], order: int, out: str | Path, protocol: str, source: str = "") -> NGramLM:
+    """Estimate a modified Kneser-Ney model of `order` on `sentences` and write it as ARPA to `out`; the header
+    records the protocol and the source."""
+    lm = estimate_kneser_ney(sentences, order=order)
+    lm.meta = {"cslr gloss LM": f"order {order}", "protocol": protocol, "source": source, **lm.meta}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_arpa(lm, out)
+    lm.source = str(out)
+    return lm
+
+
+# ------------------------------------------------------------------------------ dev log-probs, decoding
+
+
+@dataclass
+class CachedSplit:
+    """A model's log-probs on a split, kept to decode many times: per video its (T, V) float32 log-probs."""
+
+    keys: list[str]
+    log_probs: list[torch.Tensor]
+    refs: dict[str, tuple[str, list[str]]]  # key -> (signer, normalised reference)
+    vocab: Vocabulary
+    protocol: str
+    forward_s: float
+
+
+@torch.no_grad()
+def cache_log_probs(checkpoint: str | Path, data: str = "", split: str = "dev", batch_size: int = 8,
+                    num_workers: int = 2, protocol: str = "", device: str | None = None) -> CachedSplit:
+    """Run the model of `checkpoint` over `split` once (one process) and keep its log-probs."""
+    model, vocab, _, data_cfg, manifest = load_for_eval(checkpoint, data, batch_size, num_workers, splits=(split,))
+    protocol = protocol or manifest.get("protocol", "phoenix2014")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    loader = build_loader(data_cfg, split, vocab, train=False)
+    keys, lps, refs = [], [], {}
+    start = time.perf_counter()
+    for batch in loader:
+        out = model_forward(model, batch_to(batch, device))
+        lp, lens = out["log_probs"].float().cpu(), out["lengths"].cpu()
+        valid = batch.get("valid")
+        for i, key in enumerate(batch["keys"]):
+            if valid is not None and not bool(valid[i]):
+                continue
+            keys.append(key)
+            lps.append(lp[i, : int(lens[i])].clone())
+            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
+    return CachedSplit(keys, lps, refs, vocab, protocol, time.perf_counter() - start)
+
+
+def decode_cached(cache: CachedSplit, beam: int, lm=None, lm_weight: float = 0.0, word_bonus: float = 0.0,
+                  batch_size: int = 16) -> tuple[dict[str, list[str]], float]:
+    """Decode every cached video -> (hyps, seconds). Beam 1 without fusion is greedy; `lm` a bound LM (VocabLM)."""
+    order = sorted(range(len(cache.keys)), key=lambda i: cache.log_probs[i].shape[0])  # similar lengths together
+    hyps: dict[str, list[str]] = {}
+    fused = lm is not None or word_bonus != 0.0
+    start = time.perf_counter()
+    for b in range(0, len(order), batch_size):
+        idx = order[b: b + batch_size]
+        lens = torch.tensor([cache.log_probs[i].shape[0] for i in idx])
+        lp = torch.nn.utils.rnn.pad_sequence([cache.log_probs[i] for i in idx], batch_first=True)  # (B, T, V)
+        if beam > 1 or fused:
+            seqs = beam_search(lp, lens, beam_width=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
+        else:
+            seqs = greedy_decode(lp, lens)
+        for i, s in zip(idx, seqs):
+            hyps[cache.keys[i]] = cache.vocab.decode(s)
+    return hyps, time.perf_counter() - start
+
+
+def tune_weights(cache: CachedSplit, lm: NGramLM, beam: int = 10, lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS,
+                 word_bonuses: Sequence[float] = DEFAULT_WORD_BONUSES, log=print) -> dict:
+    """Grid-search (lm_weight, word_bonus) on the cached split -> {"best": {...}, "grid": [...], "baseline": {...}}.
+
+    The lowest WER wins; among equal WERs, the smaller lm_weight, then the word_bonus nearest 0 (so an LM that does
+    not help leaves the plain beam search in place). (0, 0) is always tried: it is the plain beam search.
+    """
+    bound = lm.bind(cache.vocab, cache.protocol)
+    grid = []
+    pairs = [(0.0, 0.0)] + [(a, b) for a, b in itertools.product(lm_weights, word_bonuses) if (a, b) != (0.0, 0.0)]
+    for a, b in pairs:
+        hyps, secs = decode_cached(cache, beam, bound, a, b)
+        res = score(hyps, cache.refs, protocol=cache.protocol)
+        row = {"lm_weight": a, "word_bonus": b, "wer": res.wer, "sub": res.sub, "del": res.dele, "ins": res.ins,
+               "decode_s": secs}
+        grid.append(row)
+        log(f"lm_weight {a:5.2f}  word_bonus {b:5.2f}  WER {res.wer:6.2f}%  (S {res.sub} D {res.dele} I {res.ins})  "
+            f"{1000 * secs / max(len(hyps), 1):.1f} ms/video")
+    best = min(grid, key=lambda r: (round(r["wer"], 9), r["lm_weight"], abs(r["word_bonus"])))
+    return {"best": best, "baseline": grid[0], "grid": grid}
+
+
+def tune_lm(checkpoint: str | Path, lm_path: str | Path, lm: NGramLM, data: str = "", beam: int = 10,
+            lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS, word_bonuses: Sequence[float] = DEFAULT_WORD_BONUSES,
+            batch_size: int = 8, num_workers: int = 2, log=print) -> dict:
+    """Cache the dev log-probs of `checkpoint`, grid-search the fusion weights, write ``<lm_path>.weights.json``."""
+    cache = cache_log_probs(checkpoint, data, "dev", batch_size, num_workers)
+    log(f"dev: {len(cache.keys)} videos, forward {cache.forward_s:.1f} s (once); protocol {cache.protocol}")
+    result = tune_weights(cache, lm, beam, lm_weights, word_bonuses, log=log)
+    best, base = result["best"], result["baseline"]
+    path = write_weights(lm_path, best["lm_weight"], best["word_bonus"], beam=beam, dev_wer=best["wer"],
+                         dev_wer_without_lm=base["wer"], checkpoint=str(checkpoint), split="dev", grid=result["grid"])
+    result["weights_path"] = str(path)
+    return result

@@ -1,0 +1,239 @@
+"""Tests of the gloss n-gram LM (cslr.eval.lm, cslr.recipes.lm, launch/train_lm.py): estimation against an ARPA
+file KenLM's lmplz wrote, ARPA round trips, KenLM's own reader where the `kenlm` module is installed, normalisation,
+clear errors for corrupt or mismatched models, and the CLI on a tiny prepared corpus.
+
+    pytest tests/test_lm.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+
+import pytest
+import torch
+
+from cslr.datasets.vocab import Vocabulary
+from cslr.eval.lm import (LN10, LMFormatError, _discounts, estimate_kneser_ney, fusion_weights, load_lm, read_arpa,
+                          weights_path, write_arpa, write_weights)
+from conftest import REFERENCE, check_ok, run_cmd
+
+# `lmplz -o 2 --verbose_header` on the 5-sentence corpus below, as published with its output (words renamed A, B, C):
+# "Statistics: 1 6 D1=0.5 D2=0.5 D3+=3 / 2 7 D1=0.5 D2=1.25 D3+=3".
+LMPLZ_CORPUS = [["A"], ["B", "A"], ["C"], ["B"], ["A"]]
+LMPLZ_ARPA = {
+    1: {"<unk>": (-0.89085555, 0.0), "<s>": (0.0, -0.22184873), "</s>": (-0.89085555, 0.0),
+        "A": (-0.46488678, 0.0), "B": (-0.69896996, -0.30103), "C": (-0.69896996, -0.30103)},
+    2: {"A </s>": -0.89085555, "B </s>": -0.50267535, "C </s>": -0.24850096, "<s> A": -0.44889864,
+        "B A": -0.37527603, "<s> B": -0.56863624, "<s> C": -0.6575773},
+}
+PHOENIX = REFERENCE / "phoenix2014"
+
+
+def _random_corpus(seed: int = 0, n: int = 300, words: int = 12) -> list[list[str]]:
+    rng = random.Random(seed)
+    w = [f"G{i}" for i in range(words)]
+    return [[rng.choice(w[: rng.randint(3, words)]) for _ in range(rng.randint(1, 7))] for _ in range(n)]
+
+
+def _table(lm):
+    return {n: {" ".join(lm.words[w] for w in g): v for g, v in lm.grams[n].items()} for n in range(1, lm.order + 1)}
+
+
+# ------------------------------------------------------------------------------------------ estimation
+
+
+def test_matches_lmplz_on_its_published_toy_corpus(tmp_path):
+    lm = estimate_kneser_ney(LMPLZ_CORPUS, order=2)
+    assert lm.meta["discounts_1"] == "0.5 0.5 3" and lm.meta["discounts_2"] == "0.5 1.25 3"
+    write_arpa(lm, tmp_path / "toy.arpa")
+    got = _table(read_arpa(tmp_path / "toy.arpa"))
+    assert set(got[1]) == set(LMPLZ_ARPA[1]) and set(got[2]) == set(LMPLZ_ARPA[2])
+    for w, (lp, bo) in LMPLZ_ARPA[1].items():
+        assert got[1][w] == pytest.approx((lp, bo), abs=2e-7), w
+    for g, lp in LMPLZ_ARPA[2].items():
+        assert got[2][g][0] == pytest.approx(lp, abs=2e-7), g
+
+
+def test_discounts_use_counts_of_counts_exactly_one_to_four():
+    # Chen & Goodman eq. 26 with n_k = number of n-grams of adjusted count exactly k (count 7 is in none of them).
+    counts = {("a",): 1, ("b",): 1, ("c",): 1, ("d",): 2, ("e",): 2, ("f",): 3, ("g",): 4, ("h",): 7}
+    n1, n2, n3, n4 = 3, 2, 1, 1
+    y = n1 / (n1 + 2 * n2)
+    expect = (0.0, 1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+    (got, fell_back) = _discounts(counts, 1, (0.5, 1.0, 1.5))
+    assert not fell_back and got == pytest.approx(expect)
+    assert _discounts({("a",): 1, ("b",): 2}, 1, (0.5, 1.0, 1.5)) == ((0.0, 0.5, 1.0, 1.5), True)  # no n_3
+
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_every_context_is_a_distribution(order):
+    lm = estimate_kneser_ney(_random_corpus(), order=order)
+    states = {lm.begin()}
+    for s in _random_corpus(1, 50):
+        st = lm.begin()
+        for t in s:
+            _, st = lm.score(st, t)
+            states.add(st)
+    for st in states:
+        p = 10 ** lm.next_log10(st)
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+        for w in range(len(lm.words)):  # the vectorised distribution is the scalar back-off chain
+            if w != lm.bos:
+                assert lm.next_log10(st)[w] == pytest.approx(lm._log10(st, w), abs=1e-12)
+
+
+def test_arpa_reads_back_with_the_same_probabilities(tmp_path):
+    lm = estimate_kneser_ney(_random_corpus(), order=4)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    back = read_arpa(tmp_path / "lm.arpa")
+    assert back.order == 4 and back.words == lm.words and back.meta["tokens"] == str(lm.meta["tokens"])
+    for n in range(1, 5):
+        assert back.grams[n].keys() == lm.grams[n].keys()
+        for g, (lp, bo) in lm.grams[n].items():
+            assert back.grams[n][g] == pytest.approx((lp, bo), rel=1e-7, abs=1e-9)
+    for s in _random_corpus(2, 30) + [["G1", "NEVER-SEEN", "G2"], []]:
+        assert back.sentence_log_prob(s) == pytest.approx(lm.sentence_log_prob(s), abs=1e-5)
+
+
+@pytest.mark.parametrize("order", [2, 3, 5])
+def test_kenlm_scores_our_arpa_as_we_do(tmp_path, order):
+    kenlm = pytest.importorskip("kenlm")
+    lm = estimate_kneser_ney(_random_corpus(), order=order)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    model = kenlm.Model(str(tmp_path / "lm.arpa"))
+    for s in _random_corpus(3, 40) + [["G1", "NEVER-SEEN", "G2"], []]:
+        assert lm.sentence_log_prob(s) / LN10 == pytest.approx(model.score(" ".join(s), bos=True, eos=True), abs=2e-5)
+
+
+def test_perplexity_and_oov_rate():
+    lm = estimate_kneser_ney([["A", "B"], ["B", "A"]], order=2)
+    r = lm.perplexity([["A", "X"]])
+    assert r["oov"] == 1 and r["words"] == 2 and r["oov_rate"] == 0.5 and r["tokens"] == 3
+    manual = -(lm.sentence_log_prob(["A", "X"])) / 3
+    assert r["perplexity"] == pytest.approx(math.exp(manual))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("text, match", [
+    ("hello\n", r"expected \\data\\"),
+    ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\t</s>\n\\end\\\n", "declares 2 1-grams"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\t</s>\n", r"expected \\end\\"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\nabc\t</s>\n\n\\end\\\n", "is not a number"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n0.5\t</s>\n\n\\end\\\n", "positive log10"),
+    ("\\data\\\nngram 1=2\nngram 2=1\n\n\\1-grams:\n-1\t</s>\t0\n-1\tA\t0\n\n\\2-grams:\n-1\tB A\n\n\\end\\\n",
+     "'B' is not among the unigrams"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\tA\n\n\\end\\\n", "no </s>"),
+])
+def test_corrupt_arpa_is_a_clear_error_naming_the_file(tmp_path, text, match):
+    path = tmp_path / "bad.arpa"
+    path.write_text(text)
+    with pytest.raises(LMFormatError, match=match) as e:
+        read_arpa(path)
+    assert str(path) in str(e.value)
+    with pytest.raises(FileNotFoundError, match="missing.arpa"):
+        load_lm(tmp_path / "missing.arpa")
+
+
+def test_truncated_arpa_of_a_real_model_is_an_error(tmp_path):
+    lm = estimate_kneser_ney(_random_corpus(), order=3)
+    write_arpa(lm, tmp_path / "lm.arpa")
+    lines = (tmp_path / "lm.arpa").read_text().splitlines()
+    (tmp_path / "cut.arpa").write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    with pytest.raises(LMFormatError, match="cut.arpa"):
+        read_arpa(tmp_path / "cut.arpa")
+
+
+def test_lm_of_another_vocabulary_is_a_clear_error(tmp_path):
+    lm = estimate_kneser_ney(_random_corpus(), order=2)
+    write_arpa(lm, tmp_path / "other.arpa")
+    lm = load_lm(tmp_path / "other.arpa")
+    with pytest.raises(LMFormatError, match=r"other\.arpa.*none of the model's 3 glosses"):
+        lm.bind(Vocabulary(["REGEN", "SONNE", "WIND"]))
+    assert lm.bind(Vocabulary(["G1", "SONNE"])).coverage == 0.5
+
+
+# ------------------------------------------------------------------------- the model-vocabulary view
+
+
+def test_bound_lm_follows_the_scoring_protocol():
+    lm = estimate_kneser_ney([["__ON__", "REGION", "REGEN", "__OFF__"], ["REGION", "SONNE"]], order=3)
+    vocab = Vocabulary(["REGEN", "SONNE", "__EMOTION__", "__ON__", "__OFF__", "loc-REGION", "UNBEKANNT"])
+    v = lm.bind(vocab, "phoenix2014")
+    c = {g: vocab.index[g] for g in vocab.glosses}
+    seq = [c["__ON__"], c["loc-REGION"], c["__EMOTION__"], c["REGEN"], c["UNBEKANNT"]]
+    # loc-REGION scores as REGION, __EMOTION__ is transparent (the scorer deletes it), UNBEKANNT as <unk>.
+    expect = lm.sentence_log_prob(["__ON__", "REGION", "REGEN", "UNBEKANNT"])
+    assert v.sequence_log_prob(seq) == pytest.approx(expect, abs=1e-12)
+    s = v.advance([v.begin()], [c["__EMOTION__"]])[0]
+    assert s == v.begin() and float(v.log_probs(torch.tensor([v.begin()]))[0, c["__EMOTION__"]]) == 0.0
+    # phoenix2014T deletes every __X__: __ON__ is transparent there.
+    t = lm.bind(vocab, "phoenix2014T")
+    assert t.advance([t.begin()], [c["__ON__"]])[0] == t.begin()
+
+
+def test_weights_file_and_fusion_weights(tmp_path):
+    lm = estimate_kneser_ney(LMPLZ_CORPUS, order=2)
+    path = tmp_path / "lm.arpa"
+    write_arpa(lm, path)
+    assert load_lm(path).weights is None
+    with pytest.raises(ValueError, match="tune_lm.py"):
+        fusion_weights(load_lm(path))
+    assert fusion_weights(load_lm(path), 0.5, 1.0) == (0.5, 1.0)
+    write_weights(path, 0.3, 1.5, dev_wer=12.0)
+    assert weights_path(path).name == "lm.arpa.weights.json"
+    assert json.loads(weights_path(path).read_text())["dev_wer"] == 12.0
+    loaded = load_lm(path)
+    assert loaded.weights == {"lm_weight": 0.3, "word_bonus": 1.5}
+    assert fusion_weights(loaded) == (0.3, 1.5) and fusion_weights(loaded, lm_weight=0.0) == (0.0, 1.5)
+    assert fusion_weights(None, word_bonus=None) == (0.0, 0.0)
+    weights_path(path).write_text("{}")
+    with pytest.raises(LMFormatError, match="weights.json"):
+        load_lm(path)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_train_lm_cli_on_a_prepared_corpus(tmp_path, tiny_data):
+    out = tmp_path / "lm" / "lm.arpa"
+    proc = run_cmd([sys.executable, "launch/train_lm.py", "--data", str(tiny_data), "--order", "3", "--out", str(out)])
+    check_ok(proc)
+    lm = load_lm(out)
+    assert lm.order == 3 and lm.meta["protocol"] == "phoenix2014" and "3-gram LM" in proc.stdout
+    vocab = Vocabulary.load(tiny_data / "vocab.txt")
+    bound = lm.bind(vocab, "phoenix2014")  # every gloss of the data's vocabulary is known or transparent
+    assert bound.coverage == 1.0
+
+
+def test_train_lm_cli_on_a_corpus_csv_and_its_errors(tmp_path):
+    csv = tmp_path / "train.corpus.csv"
+    csv.write_text("id|folder|signer|annotation\n"
+                   "v1|v1/1/*.png|Signer01|__ON__ loc-NORD REGEN __OFF__\n"
+                   "v2|v2/1/*.png|Signer02|NORDRAUM SONNE  REGEN __EMOTION__\n")
+    out = tmp_path / "lm.arpa"
+    check_ok(run_cmd([sys.executable, "launch/train_lm.py", "--annotations", str(csv), "--order", "2", "--out", str(out),
+                      "--eval", str(csv)]))
+    lm = load_lm(out)
+    assert {"NORD", "REGEN", "SONNE", "__ON__", "__OFF__"} <= set(lm.words)  # normalised as the scorer does
+    assert not {"loc-NORD", "NORDRAUM", "__EMOTION__"} & set(lm.words)
+    bad = run_cmd([sys.executable, "launch/train_lm.py", "--annotations", str(tmp_path / "none.csv"), "--out", str(out)])
+    assert bad.returncode == 2 and "none.csv" in bad.stderr
+    csv.write_text("a|b\n1|2\n")
+    bad = run_cmd([sys.executable, "launch/train_lm.py", "--annotations", str(csv), "--out", str(out)])
+    assert bad.returncode == 2 and "header" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(not (PHOENIX / "train.corpus.csv").is_file(), reason="../shared/reference/phoenix2014 not present")
+def test_real_phoenix_trigram_perplexity():
+    from cslr.recipes.lm import corpus_csv_sentences
+
+    train, protocol = corpus_csv_sentences(PHOENIX / "train.corpus.csv")
+    lm = estimate_kneser_ney(train, order=3)
+    assert "fallback" not in " ".join(str(v) for v in lm.meta.values())
+    dev = lm.perplexity(corpus_csv_sentences(PHOENIX / "dev.corpus.csv", protocol)[0])
+    assert 30 < dev["perplexity"] < 80 and dev["oov_rate"] < 0.01
