@@ -159,3 +159,96 @@ def test_half_precision_input_and_no_blank_zero():
     hyps = beam_search(lp, lengths, beam_width=3, blank=4)
     assert hyps == beam_search(lp.double(), lengths, beam_width=3, blank=4)
     assert all(4 not in h for h in hyps) and any(hyps)
+
+
+# ---------------------------------------------------------------------------------- shallow LM fusion
+
+from cslr.datasets.vocab import Vocabulary  # noqa: E402
+from cslr.eval.lm import estimate_kneser_ney  # noqa: E402
+from cslr.eval.wer import reference_from_annotation  # noqa: E402
+
+# Model classes: 0 blank, 1 A, 2 B, 3 C, 4 __PU__ (deleted by the phoenix2014 scorer: transparent to the LM).
+_FUSION_VOCAB = Vocabulary(["A", "B", "C", "__PU__"])
+
+
+def _fusion_lm(seed: int, order: int):
+    rng = np.random.default_rng(seed)
+    sents = [[str(w) for w in rng.choice(["A", "B", "C", "D"], size=rng.integers(1, 5), p=[0.5, 0.3, 0.15, 0.05])]
+             for _ in range(40)]
+    return estimate_kneser_ney(sents, order=order)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(1, 4), T=st.integers(1, 10), width=st.integers(1, 6),
+       prune=st.sampled_from([None, 2, 3]))
+def test_fusion_with_zero_weights_is_plain_beam_search(seed, B, T, width, prune):
+    lp = _random_log_probs(seed, B, T, 5).float()
+    lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(seed))
+    lm = _fusion_lm(seed, 3).bind(_FUSION_VOCAB)
+    plain = beam_search(lp, lengths, beam_width=width, prune_topk=prune, return_scores=True)
+    fused = beam_search(lp, lengths, beam_width=width, prune_topk=prune, return_scores=True, lm=lm, lm_weight=0.0,
+                        word_bonus=0.0)
+    assert fused == plain  # the labellings and the scores, bit for bit
+
+
+def _fused_brute_force(lp: np.ndarray, lm, alpha: float, beta: float) -> dict[tuple, float]:
+    """Every labelling's fused score: log P_ctc (all alignments) + alpha * ln p_lm(normalised glosses + </s>) + beta * len."""
+    out = {}
+    for lab, ctc in _labelling_log_probs(lp, 0).items():
+        glosses = reference_from_annotation(" ".join(_FUSION_VOCAB.decode(lab)), "phoenix2014")
+        lm_lp = lm.sentence_log_prob(glosses) if lm is not None else 0.0
+        out[lab] = ctc + alpha * lm_lp + beta * len(lab)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), T=st.integers(1, 5), order=st.integers(2, 4),
+       alpha=st.sampled_from([0.3, 1.0, 2.5]), beta=st.sampled_from([-1.0, 0.0, 0.7, 2.0]),
+       scale=st.sampled_from([0.5, 2.0]))
+def test_wide_fused_beam_equals_brute_force(seed, T, order, alpha, beta, scale):
+    lp = _random_log_probs(seed, 1, T, 5, scale)  # (1, T, 5) float64
+    ngram = _fusion_lm(seed, order)
+    exact = _fused_brute_force(lp[0].numpy(), ngram, alpha, beta)
+    width = sum(4 ** n for n in range(T + 1))  # every prefix fits
+    (hyp,), (fused,) = beam_search(lp, torch.tensor([T]), beam_width=width, return_scores=True,
+                                   lm=ngram.bind(_FUSION_VOCAB), lm_weight=alpha, word_bonus=beta)
+    best = max(exact.values())
+    assert fused == pytest.approx(best, abs=1e-9)
+    assert exact[tuple(hyp)] == pytest.approx(best, abs=1e-9)  # ties may pick either labelling
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), T=st.integers(1, 5), beta=st.sampled_from([-2.0, 1.0, 3.0]))
+def test_word_bonus_alone_equals_brute_force(seed, T, beta):
+    lp = _random_log_probs(seed, 1, T, 4)
+    exact = {lab: s + beta * len(lab) for lab, s in _labelling_log_probs(lp[0].numpy(), 0).items()}
+    (hyp,), (fused,) = beam_search(lp, torch.tensor([T]), beam_width=sum(3 ** n for n in range(T + 1)),
+                                   return_scores=True, word_bonus=beta)
+    assert fused == pytest.approx(max(exact.values()), abs=1e-9) == exact[tuple(hyp)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), B=st.integers(2, 5), T=st.integers(1, 8), width=st.integers(1, 5))
+def test_fused_batch_samples_are_independent(seed, B, T, width):
+    lp = _random_log_probs(seed, B, T, 5)
+    lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(seed))
+    lm = _fusion_lm(seed, 3).bind(_FUSION_VOCAB)
+    batched, scores = beam_search(lp, lengths, beam_width=width, return_scores=True, lm=lm, lm_weight=1.0, word_bonus=0.5)
+    for b in range(B):
+        n = int(lengths[b])
+        alone, s = beam_search(lp[b: b + 1, :n], torch.tensor([n]), beam_width=width, return_scores=True, lm=lm,
+                               lm_weight=1.0, word_bonus=0.5)
+        assert batched[b] == alone[0] and scores[b] == pytest.approx(s[0], abs=1e-9)
+
+
+def test_a_strong_lm_overrules_ambiguous_frames():
+    # Frames that cannot tell A from B; the LM has only ever seen "A C".
+    lm = estimate_kneser_ney([["A", "C"]] * 20, order=2).bind(_FUSION_VOCAB)
+    p = torch.tensor([[0.02, 0.48, 0.48, 0.01, 0.01], [0.9, 0.03, 0.03, 0.02, 0.02], [0.02, 0.01, 0.01, 0.95, 0.01]],
+                     dtype=torch.float64)
+    lp = p.log()[None]
+    assert beam_search(lp, torch.tensor([3]), beam_width=4, lm=lm, lm_weight=1.0) == [[1, 3]]
+    lp_b = lp.clone()
+    lp_b[0, 0, 2] += 1e-3  # B now slightly ahead on the frames
+    assert beam_search(lp_b, torch.tensor([3]), beam_width=4) == [[2, 3]]
+    assert beam_search(lp_b, torch.tensor([3]), beam_width=4, lm=lm, lm_weight=1.0) == [[1, 3]]

@@ -13,14 +13,37 @@ between). With a beam wide enough to hold every prefix this is exact: it returns
 highest total probability. Width 1 is NOT greedy decoding: it follows the single most probable prefix,
 summing over its alignments, where greedy follows the single most probable frame path; the two agree
 when the frame distributions are (near) one-hot, and may differ otherwise.
+
+Shallow fusion (``lm=``, ``lm_weight``, ``word_bonus``): prefixes are ranked by
+``log p_ctc + lm_weight * log p_lm + word_bonus * length``, the LM's state carried per prefix and ``</s>`` scored
+when the best prefix is chosen after the last frame. ``p_b``/``p_nb`` stay pure CTC: the LM term is a function of
+the prefix alone, so merging equal prefixes stays exact, and a beam wide enough for every prefix returns the
+labelling of highest fused score (tests/test_decode.py checks it against brute force). ``lm`` is anything with
+the :class:`FusionLM` methods, e.g. ``cslr.eval.lm.load_lm(path).bind(vocab, protocol)``. With ``lm=None`` and
+``word_bonus=0`` the search is exactly the plain one; with ``lm_weight=0`` and ``word_bonus=0`` it ranks by the
+same numbers and returns the same labellings.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 NEG_INF = float("-inf")
+
+
+class FusionLM(Protocol):
+    """What the beam search needs of a language model over the CTC model's class ids (``cslr.eval.lm.VocabLM``)."""
+
+    def begin(self) -> int: ...  # the state id after <s>
+
+    def advance(self, states: list[int], labels: list[int]) -> list[int]: ...  # state ids after each (state, class)
+
+    def log_probs(self, states: Tensor) -> Tensor: ...  # (...,) state ids -> (..., V) ln p(class | state)
+
+    def end_log_probs(self, states: Tensor) -> Tensor: ...  # (...,) -> (...,) ln p(</s> | state)
 
 
 def _check(log_probs: Tensor, lengths: Tensor) -> None:
@@ -55,6 +78,9 @@ def beam_search(
     blank: int = 0,
     prune_topk: int | None = None,
     return_scores: bool = False,
+    lm: FusionLM | None = None,
+    lm_weight: float = 0.0,
+    word_bonus: float = 0.0,
 ) -> list[list[int]] | tuple[list[list[int]], list[float]]:
     """CTC prefix beam search over the whole batch at once (a loop over time, beam state in tensors).
 
@@ -65,7 +91,11 @@ def beam_search(
         blank: the blank class id.
         prune_topk: if set, only the `prune_topk` most probable labels of a frame may start a new prefix
             (probability still flows into prefixes already in the beam).
-        return_scores: also return each best labelling's log-probability (exact when nothing was pruned).
+        return_scores: also return each best labelling's log-probability (exact when nothing was pruned); with
+            fusion, its fused score (``</s>`` included).
+        lm: a language model over the class ids for shallow fusion (see :class:`FusionLM`), or None.
+        lm_weight: the weight of ln p_lm.
+        word_bonus: added per label of a prefix (also without an LM: an insertion bonus).
 
     Returns:
         Per sample, the best labelling (class ids); with `return_scores`, also a list of floats.
@@ -92,6 +122,10 @@ def beam_search(
     rows = torch.arange(B, device=dev)[:, None]  # (B, 1)
     parent_offset = torch.arange(K, device=dev)[None, None, :] * (P + 1)  # (1, 1, K)
     all_labels = torch.arange(V, device=dev).expand(B, V)  # (B, V)
+    fuse = lm is not None or word_bonus != 0.0
+    if fuse:
+        lm_score = torch.zeros((B, K), dtype=lp.dtype, device=dev)  # (B, K): lm_weight * ln p_lm + word_bonus * len
+        lm_state = torch.full((B, K), lm.begin() if lm is not None else 0, dtype=torch.long)  # (B, K), on the CPU
 
     for t in range(T):
         frame = lp[:, t]  # (B, V)
@@ -127,7 +161,18 @@ def beam_search(
         cand.view(B, -1)[rows.expand(B, K * K)[merge.view(B, -1)], col.reshape(B, -1)[merge.view(B, -1)]] = NEG_INF
         cand[..., P] = torch.logaddexp(stay_b, stay_nb)
 
-        score, idx = cand.view(B, -1).topk(K, dim=1)  # (B, K), best first
+        if fuse:
+            # The same candidates ranked by CTC + LM: a label column adds the label's LM term, the stay column none.
+            ext = torch.full((B, K, V), word_bonus, dtype=lp.dtype, device=dev)  # (B, K, V)
+            if lm is not None:
+                ext += lm_weight * lm.log_probs(lm_state).to(device=dev, dtype=lp.dtype)
+            bonus = torch.empty_like(cand)  # (B, K, P + 1)
+            bonus[..., :P] = lm_score[..., None] + (ext if P == V else ext.gather(2, labels[:, None, :].expand(B, K, P)))
+            bonus[..., P] = lm_score
+            ranked, idx = (cand + bonus).view(B, -1).topk(K, dim=1)  # (B, K), best first
+            score = cand.view(B, -1).gather(1, idx)  # (B, K): their CTC part
+        else:
+            score, idx = cand.view(B, -1).topk(K, dim=1)  # (B, K), best first
         parent, slot = idx // (P + 1), idx % (P + 1)  # (B, K)
         is_stay = slot == P
         c = labels.gather(1, slot.clamp(max=P - 1))  # (B, K); meaningless where is_stay
@@ -147,8 +192,21 @@ def beam_search(
         plen = torch.where(active, new_len, plen)
         last = torch.where(active, new_last, last)
         prefix = torch.where(active[..., None], new_prefix, prefix)
+        if fuse:
+            lm_score = torch.where(active, bonus.view(B, -1).gather(1, idx), lm_score)
+            if lm is not None:
+                new_state = lm_state.gather(1, parent.cpu())  # (B, K)
+                grown = ((~is_stay) & (ranked > NEG_INF) & active).cpu()  # extensions of live beams only
+                if grown.any():
+                    new_state[grown] = torch.tensor(lm.advance(new_state[grown].tolist(), c.cpu()[grown].tolist()),
+                                                    dtype=torch.long)
+                lm_state = torch.where(active.cpu(), new_state, lm_state)
 
     total = torch.logaddexp(p_b, p_nb)  # (B, K)
+    if fuse:
+        total = total + lm_score
+        if lm is not None:
+            total = total + lm_weight * lm.end_log_probs(lm_state).to(device=dev, dtype=lp.dtype)
     best = total.argmax(1)  # (B,)
     best_prefix = prefix[torch.arange(B, device=dev), best].tolist()
     best_len = plen[torch.arange(B, device=dev), best].tolist()

@@ -44,6 +44,7 @@ SPECIALS = (UNK, BOS, EOS)
 LN10 = math.log(10.0)
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # lmplz's --discount_fallback defaults, for orders whose statistics fail
 WEIGHTS_SUFFIX = ".weights.json"
+ZERO_LOG10 = -99.0  # a probability or backoff of 0, as SRILM writes it
 NO_UNK_LOG10 = -100.0  # KenLM's log10 probability of an unknown word when the model has no <unk>
 
 
@@ -201,6 +202,12 @@ def _discounts(counts: Counter, order: int, fallback: Sequence[float]) -> tuple[
     return (0.0, *map(float, fallback)), True
 
 
+def _log10(x: float) -> float:
+    """log10, with SRILM's -99 for 0 (lmplz writes -inf, which would turn lm_weight * log p into NaN at weight 0). A zero
+    needs a discount of 0, which tiny corpora can give: every continuation of a context then keeps all its mass."""
+    return math.log10(x) if x > 0 else ZERO_LOG10
+
+
 def estimate_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 3,
                         fallback: Sequence[float] = FALLBACK_DISCOUNTS) -> NGramLM:
     """Estimate an interpolated modified Kneser-Ney model, as ``lmplz -o ORDER --discount_fallback`` does.
@@ -275,7 +282,7 @@ def estimate_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 3,
     for n in range(1, N + 1):
         for g, p in prob[n].items():
             bo = gamma[n + 1].get(g, 1.0) if n < N else 1.0  # a context's backoff is its interpolation weight
-            grams[n][g] = (min(0.0, math.log10(p)), math.log10(bo))
+            grams[n][g] = (min(0.0, _log10(p)), _log10(bo))
     return NGramLM(order=N, words=words, grams=grams, meta=meta)
 
 
@@ -305,7 +312,7 @@ def _float(value: str, where: str) -> float:
         raise LMFormatError(f"{where}: {value!r} is not a number") from None
     if math.isnan(x) or x == math.inf:
         raise LMFormatError(f"{where}: {value!r} is not a log10 probability")
-    return x
+    return max(x, ZERO_LOG10)  # lmplz's -inf (a zero) as -99: fusion multiplies it by lm_weight, which may be 0
 
 
 def read_arpa(path: str | os.PathLike) -> NGramLM:
