@@ -237,3 +237,33 @@ def test_real_phoenix_trigram_perplexity():
     assert "fallback" not in " ".join(str(v) for v in lm.meta.values())
     dev = lm.perplexity(corpus_csv_sentences(PHOENIX / "dev.corpus.csv", protocol)[0])
     assert 30 < dev["perplexity"] < 80 and dev["oov_rate"] < 0.01
+
+
+# ------------------------------------------------------------------------------- evaluation and tuning
+
+
+def test_tune_lm_cli_and_decode_split_with_an_lm(tmp_path, tiny_data):
+    from conftest import save_untrained
+    from cslr.eval.evaluate import decode_split, load_for_eval
+    from cslr.trainer.runtime import make_accelerator
+
+    ck = save_untrained(tiny_data, tmp_path, randomise=True)
+    lm_path = tmp_path / "lm.arpa"
+    check_ok(run_cmd([sys.executable, "launch/train_lm.py", "--data", str(tiny_data), "--out", str(lm_path)]))
+    proc = run_cmd([sys.executable, "launch/tune_lm.py", "--checkpoint", str(ck), "--lm", str(lm_path), "--beam", "3",
+                    "--lm_weights", "0,0.5", "--word_bonuses", "0,1", "--num_workers", "0"])
+    check_ok(proc)
+    saved = json.loads(weights_path(lm_path).read_text())
+    assert len(saved["grid"]) == 4 and saved["split"] == "dev" and saved["beam"] == 3
+    assert saved["dev_wer"] == min(r["wer"] for r in saved["grid"]) and "best: lm_weight" in proc.stdout
+    lm = load_lm(lm_path)
+    assert lm.weights == {"lm_weight": saved["lm_weight"], "word_bonus": saved["word_bonus"]}
+
+    model, vocab, _, data_cfg, manifest = load_for_eval(ck, "", 4, 0, splits=("dev",))
+    acc = make_accelerator()
+    model.to(acc.device).eval()
+    plain = decode_split(acc, model, vocab, data_cfg, "dev", "phoenix2014", 3)
+    zero = decode_split(acc, model, vocab, data_cfg, "dev", "phoenix2014", 3, lm=lm, lm_weight=0.0, word_bonus=0.0)
+    assert zero == plain
+    strong = decode_split(acc, model, vocab, data_cfg, "dev", "phoenix2014", 3, lm=lm, lm_weight=5.0, word_bonus=0.0)
+    assert strong[1] == plain[1] and strong[0].keys() == plain[0].keys()

@@ -22,10 +22,17 @@ from .wer import reference_from_annotation
 
 @torch.no_grad()
 def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str, beam_width: int,
-                    forward=model_forward, desc: str = "eval") -> tuple[dict, dict]:
+                    forward=model_forward, desc: str = "eval", lm=None, lm_weight: float = 0.0,
+                    word_bonus: float = 0.0) -> tuple[dict, dict]:
     """Decode every sample once across ranks. Ranks may hold different batch counts: a rank that has run out
     keeps running forward on its last batch (results dropped) until all are done, so collectives inside the
-    forward (DeepSpeed ZeRO-3) stay matched."""
+    forward (DeepSpeed ZeRO-3) stay matched.
+
+    `lm` (a ``cslr.eval.lm.NGramLM``, e.g. from ``load_lm``), `lm_weight`, `word_bonus`: shallow fusion in the beam
+    search (beam width at least 1 then; see ``cslr.eval.lm.fusion_weights`` for the weights). Without them the
+    decoding is exactly as before: greedy for beam 1, plain beam search otherwise."""
+    fusion = lm.bind(vocab, protocol) if lm is not None else None
+    fused = fusion is not None or word_bonus != 0.0
     hyps, refs = {}, {}
     it = iter(loader)
     last = None
@@ -51,7 +58,11 @@ def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str
             continue
         bar.update(1)
         lp, lens = out["log_probs"].float().cpu(), out["lengths"].cpu()
-        seqs = beam_search(lp, lens, beam_width=beam_width) if beam_width > 1 else greedy_decode(lp, lens)
+        if fused:
+            seqs = beam_search(lp, lens, beam_width=max(beam_width, 1), lm=fusion, lm_weight=lm_weight,
+                               word_bonus=word_bonus)
+        else:
+            seqs = beam_search(lp, lens, beam_width=beam_width) if beam_width > 1 else greedy_decode(lp, lens)
         valid = batch.get("valid")
         for i, key in enumerate(batch["keys"]):
             if valid is not None and not bool(valid[i]):
@@ -88,8 +99,11 @@ def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, n
     return model, vocab, ck, data_cfg, manifest
 
 
-def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "") -> tuple[dict, dict]:
-    """Decode every video of `split` (beam width `beam`, 1 = greedy) -> (hyps, refs) as `evaluate_loader` returns
-    them: complete on the main process. `model` must already be on `acc.device`."""
+def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "", lm=None,
+                 lm_weight: float = 0.0, word_bonus: float = 0.0) -> tuple[dict, dict]:
+    """Decode every video of `split` (beam width `beam`, 1 = greedy; `lm`, `lm_weight`, `word_bonus` as in
+    `evaluate_loader`) -> (hyps, refs) as `evaluate_loader` returns them: complete on the main process. `model` must
+    already be on `acc.device`."""
     loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
-    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split)
+    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split, lm=lm, lm_weight=lm_weight,
+                           word_bonus=word_bonus)
