@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,31 @@ def test_quick_run_reports_the_summary_and_sizes_equal_the_files(tiny_data, tmp_
     dense, half = (res.figures["variants"][v.slug]["size"] for v in bench.VARIANTS[:2])
     hyp_bytes = dense["frames"] * np.dtype(st.index_dtype(dense["vocab_size"])).itemsize  # the same in both
     assert dense["payload_bytes"] - hyp_bytes == 2 * (half["payload_bytes"] - hyp_bytes)  # fp32 values: twice fp16
+
+
+def test_sidecar_bytes_unchanged_since_the_layering_move(tmp_path):
+    """tests/data/sidecar-cslr-soft2-before-layers.tar was written by the code before the layering move (03fb1ff:
+    select_soft and soft_targets_from_log_probs were two functions) from the seeded inputs below. The one function
+    now writes the same bytes, reads that file back to the same targets, and the online KD targets agree with it."""
+    fixture = Path(__file__).parent / "data" / "sidecar-cslr-soft2-before-layers.tar"
+    g = torch.Generator().manual_seed(0)
+    lp = torch.log_softmax(torch.randn(2, 6, 9, generator=g) * 3, -1)
+    lens, hyps = [6, 4], [[1, 3], [2]]
+    members = []
+    for topk, dtype in ((4, "float16"), (0, "float32")):
+        layout = st.SoftLayout.of(topk, 9, dtype)
+        logp, idx = st.select_soft(lp, 3.0, topk, dtype)
+        for i in range(2):
+            members.append(st.sample_members(f"k{topk}-{i}", layout, logp[i, :lens[i]].numpy(),
+                                             None if idx is None else idx[i, :lens[i]].numpy(), hyps[i]))
+    write_shard(tmp_path / "new.tar", members)
+    assert (tmp_path / "new.tar").read_bytes() == fixture.read_bytes()
+    records = {key: (logp, idx, info) for key, logp, idx, info in st.read_sidecar(fixture)}
+    for topk in (4, 0):
+        online = soft_targets_from_log_probs(lp, torch.tensor(lens), 3.0, topk=topk)
+        for i in range(2):
+            logp, idx, info = records[f"k{topk}-{i}"]
+            assert info["hyp"] == hyps[i] and info["frames"] == lens[i]
+            assert np.array_equal(idx, online["soft_idx"][i, :lens[i]].numpy())
+            tol = 1e-3 if topk else 0.0  # fp16 storage vs the fp32 online targets
+            assert np.allclose(logp.astype(np.float32), online["soft_logp"][i, :lens[i]].numpy(), atol=tol, rtol=tol)

@@ -98,6 +98,9 @@ def test_pretrained_backbone_from_a_local_file(tmp_path):
         load_pretrained_backbone(build_model("student_tiny", V), tmp_path / "mnv3s.pth")
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pretrained_backbone(model, tmp_path / "nope.pth")
+    # --pretrained for a teacher was silently ignored before: now it is an error naming the model
+    with pytest.raises(ValueError, match="Teacher has no MobileNetV3 backbone"):
+        load_pretrained_backbone(build_model("teacher_tiny", V), tmp_path / "mnv3s.pth")
 
 
 def test_checkpoint_round_trip(tmp_path):
