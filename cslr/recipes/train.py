@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 
 from cslr.datasets.pipeline import build_loader
 from cslr.datasets.synthetic import cached_corpus
@@ -30,7 +30,7 @@ from cslr.eval.evaluate import evaluate_loader
 from cslr.eval.wer import score, write_ctm
 from cslr.io import atomic_write_bytes, atomic_write_json
 from cslr.models.checkpoint import build_model, load_pretrained_backbone, model_from_checkpoint
-from cslr.trainer.checkpoint import find_resume, list_checkpoints
+from cslr.trainer.checkpoint import CheckpointError, find_resume, list_checkpoints
 from cslr.trainer.config import TrainConfig, build_arg_parser, plain_dict, resolve, save_yaml
 from cslr.trainer.report import flat_config, setup_logging, wandb_mode_note
 from cslr.trainer.runtime import bf16_supported, make_accelerator, shutdown_distributed
@@ -61,6 +61,9 @@ def train_main(argv: list[str] | None, description: str, default_config: str | N
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a vanished mount: the message names the file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         shutdown_distributed()
 
@@ -129,7 +132,7 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
         # A fresh run here would overwrite and prune another run's checkpoints: nothing may be lost silently.
         raise ValueError(f"{out} already holds checkpoints of a run ({existing[-1].name}): continue it with "
                          "--resume auto, or choose another --output_dir")
-    resume = find_resume(cfg.run.resume, trainer.ckpt_dir)
+    resume = choose_resume(cfg.run.resume, trainer.ckpt_dir, acc)
     if resume is not None:
         trainer.load(resume)
     elif cfg.run.resume == "auto":
@@ -156,6 +159,24 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
                     res["samples_per_s"] or 0.0, out / "results.json")
     acc.end_training()
     return 0
+
+
+def choose_resume(resume: str, ckpt_dir: Path, acc) -> Path | None:
+    """The checkpoint to resume from, validated (sizes and sha256) by the main process only and handed to every
+    rank, so that all ranks load the same one; a rank whose validation raised stops them all."""
+    choice: list = [None]
+    if acc.is_main_process:
+        try:
+            found = find_resume(resume, ckpt_dir)
+            choice = [("ok", str(found) if found else None)]
+        except (FileNotFoundError, ValueError) as e:
+            choice = [("error", str(e))]
+    if acc.num_processes > 1:
+        broadcast_object_list(choice)
+    kind, value = choice[0]
+    if kind == "error":
+        raise CheckpointError(value)
+    return Path(value) if value else None
 
 
 def test_best(cfg: TrainConfig, acc, trainer: Trainer, vocab: Vocabulary, protocol: str) -> dict:

@@ -108,8 +108,8 @@ class Trainer:
             self._fill_deepspeed_auto()
         optimizer = build_optimizer(model, cfg.optim)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # Not registered with Accelerate (it would pickle it): its state is plain numbers in trainer_state.json.
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
-        accelerator.register_for_checkpointing(self.scheduler)
         self.state = TrainState()
         self._stop_signal = False
         self._consecutive_bad = 0      # non-finite losses in a row (all ranks agree)
@@ -147,13 +147,18 @@ class Trainer:
         st.wall_time_s = self.wall_time()
         st.epoch_loss = self._sum_ranks(self._epoch_loss)
         name = ckpt.checkpoint_name(st.epoch, st.global_step)
-        path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, st.state_dict(), self.cfg.run.keep_last)
+        state = {**st.state_dict(), "scheduler": self.scheduler.state_dict()}
+        path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, state, self.cfg.run.keep_last)
         logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
         return path
 
     def load(self, path: Path) -> None:
-        self.acc.load_state(str(path))
-        self.state.load_state_dict(ckpt.load_trainer_state(path))
+        state = ckpt.load_checkpoint(self.acc, self.model, self.optimizer, path)
+        sched = state.pop("scheduler", None)
+        if not isinstance(sched, dict) or "last_epoch" not in sched:
+            raise ckpt.CheckpointError(f"{path / ckpt.STATE_FILE}: no learning-rate schedule state")
+        self.scheduler.load_state_dict(sched)
+        self.state.load_state_dict(state)
         self._wall_before = float(self.state.wall_time_s)
         self.train_loader.load_state_dict(self.state.loader)
         self.acc.step = 0  # checkpoints are taken at optimizer-step boundaries
