@@ -31,7 +31,7 @@ except LandmarkError:
     HAVE_MEDIAPIPE = False
 needs_mediapipe = pytest.mark.skipif(not HAVE_MEDIAPIPE, reason="mediapipe 0.10.21 not installed")
 
-from video_fixtures import signing_frames, write_video  # noqa: E402
+from video_fixtures import have_real, signing_frames, write_video  # noqa: E402
 
 LAUNCH = [sys.executable, str(REPO / "launch" / "extract_pose.py")]
 IDS = [f"v{i}" for i in range(6)]
@@ -127,7 +127,8 @@ def test_extraction_writes_what_prepare_reads(reference, tmp_path):
                                                              ("train", "v5"), ("dev", "v2"), ("test", "v4")])
     pose = np.load(root / "ref" / "train" / "v1.npy")
     assert pose.shape == (4, 543, 3) and pose.dtype == np.float16
-    assert not np.isnan(pose[:, :33]).any() and not np.isnan(pose[:, 33:501]).any()  # a real signer: pose, face
+    if have_real():  # a real signer: pose and face in every frame
+        assert not np.isnan(pose[:, :33]).any() and not np.isnan(pose[:, 33:501]).any()
     assert "6 extracted" in stdout and "frames/s" in stdout and "6/6 videos" in stdout  # progress lines off a TTY
     (report,) = reports(root / "ref")
     assert (report["task"], report["tasks"], report["assigned"], report["kept"]) == (0, 1, 6, 0)
@@ -231,7 +232,7 @@ def test_phoenix_image_folders_and_pose_format(tmp_path):
     proc = run(args)
     assert proc.returncode == 0, proc.stderr
     pose = read_pose_file(tmp_path / "poses" / "train" / "p0.pose")
-    assert pose.shape == (3, 543, 3) and not np.isnan(pose[:, :33]).any()
+    assert pose.shape == (3, 543, 3) and (not have_real() or not np.isnan(pose[:, :33]).any())
     assert run(args + ["--verify"]).returncode == 0
     manifest = convert("phoenix2014", release, tmp_path / "shards", pose_dir=tmp_path / "poses", workers=1,
                        progress=False)

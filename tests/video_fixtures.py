@@ -16,6 +16,10 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real"
 REAL_VIDEO = REAL / "signing_540x720.mp4"
 REAL_FRAMES = [REAL / "phoenix2014T" / "frames" / f"images000{i}.png" for i in (1, 2)]
 REAL_POSE = REAL / "phoenix2014T" / "25October_2010_Monday_tagesschau-17"  # .pose / .npy
+
+
+def have_real() -> bool:
+    return all(p.is_file() for p in REAL_FRAMES)
 # container suffix -> (codec, pixel format)
 CODECS = {".mp4": ("libx264", "yuv420p"), ".webm": ("libvpx", "yuv420p"), ".avi": ("mpeg4", "yuv420p"),
           ".mov": ("mjpeg", "yuvj420p"), ".mkv": ("ffv1", "yuv420p")}
@@ -32,7 +36,7 @@ def grey_frames(n: int, size=(32, 48)) -> list[np.ndarray]:
 def signing_frames(n: int) -> list[np.ndarray]:
     """n frames of a real signer (the two real PHOENIX-2014-T frames, alternating) or, without ../shared,
     textured frames of PHOENIX's size."""
-    if all(p.is_file() for p in REAL_FRAMES):
+    if have_real():
         from PIL import Image
 
         real = [np.asarray(Image.open(p).convert("RGB")) for p in REAL_FRAMES]
