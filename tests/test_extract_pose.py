@@ -155,7 +155,8 @@ def test_extraction_writes_what_prepare_reads(reference, tmp_path):
 def test_two_ranks_cover_every_video_once(reference, tmp_path):
     root, args, ref, _ = reference
     out = tmp_path / "out"
-    procs = [popen(args + ["--out", str(out)], RANK=str(r), WORLD_SIZE="2") for r in (0, 1)]
+    # rank 1 with a pool of 2 worker processes: the same bytes either way
+    procs = [popen(args + ["--out", str(out), "--workers", str(1 + r)], RANK=str(r), WORLD_SIZE="2") for r in (0, 1)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
