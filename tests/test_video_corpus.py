@@ -17,7 +17,7 @@ from PIL import Image
 
 from cslr.datasets.convert import ConversionError
 from cslr.datasets.csl_daily import CslDailyCorpus, safe_load_pickle
-from cslr.datasets.schema import decode_pose, unpack_jpegs
+from cslr.datasets.schema import unpack_jpegs
 from cslr.datasets.vocab import Vocabulary
 from phoenix_fixtures import decode_gray, read_shard
 
