@@ -10,12 +10,12 @@ The work is `cslr.eval.evaluate` (`load_for_eval`, `decode_split`), shared with 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
-from cslr.eval.wer import score, write_ctm
+from cslr.eval.wer import PROTOCOLS, score, write_ctm
+from cslr.io import atomic_write_json
 from cslr.trainer.runtime import make_accelerator
 
 
@@ -27,9 +27,15 @@ def main(argv=None) -> int:
     p.add_argument("--beam", type=int, default=10, help="beam width; 1 = greedy")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=2)
-    p.add_argument("--protocol", default="", help="phoenix2014 | phoenix2014T | plain (default: from the data)")
+    p.add_argument("--protocol", default="", choices=["", *PROTOCOLS], help="default: from the data")
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint)")
+    p.add_argument("--allow_incomplete", action="store_true",
+                   help="score the videos that were read even if some listed ones could not be (else an error)")
     args = p.parse_args(argv)
+    for flag, ok in (("--beam", args.beam >= 1), ("--batch_size", args.batch_size >= 1),
+                     ("--num_workers", args.num_workers >= 0)):
+        if not ok:
+            p.error(f"{flag} must be >= {0 if flag == '--num_workers' else 1}, got {getattr(args, flag[2:])}")
 
     try:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,
@@ -40,17 +46,23 @@ def main(argv=None) -> int:
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
     acc = make_accelerator()
     model.to(acc.device)
-    hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam)
+    coverage = []
+    hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam, coverage=coverage)
+    try:
+        coverage[0].check(args.allow_incomplete, "--allow_incomplete")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if acc.is_main_process:
         result = score(hyps, refs, protocol=protocol)
         out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
         out.mkdir(parents=True, exist_ok=True)
         write_ctm(out / f"{args.split}_hyp.ctm", hyps)
         d = result.as_dict()
-        (out / f"{args.split}_wer.json").write_text(json.dumps({**d, "checkpoint": str(args.checkpoint),
-                                                                "beam": args.beam, "protocol": protocol}, indent=2))
+        atomic_write_json(out / f"{args.split}_wer.json", {**d, "checkpoint": str(args.checkpoint), "beam": args.beam,
+                                                          "protocol": protocol, "coverage": coverage[0].as_dict()})
         print(f"{args.split} WER {d['wer']:.2f}% (S {d['sub']}, D {d['dele']}, I {d['ins']}, N {d['num_ref_words']}, "
-              f"{len(hyps)} videos, beam {args.beam}, protocol {protocol})")
+              f"{coverage[0].text()}, beam {args.beam}, protocol {protocol})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")
     return 0

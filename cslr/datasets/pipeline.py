@@ -79,6 +79,7 @@ from .writer import load_manifest
 log = logging.getLogger("cslr.data")
 
 MODALITY_MEMBERS = {"rgb": RGB, "pose": POSE}
+REPORTS_ONLY = "_reports_only"  # a stream's last item when it has skip reports that no batch carried
 
 
 @dataclass
@@ -346,11 +347,14 @@ class _Stream:
         if not spec.train:
             for items in raw:
                 yield self.decode(items)
-            return
-        for g in range(self.stream, spec.num_batches, streams):  # this stream's global batch indices
-            items = next(raw)
-            if g >= spec.start:  # earlier batches were yielded before the resume: skip undecoded
-                yield self.decode(items)
+        else:
+            for g in range(self.stream, spec.num_batches, streams):  # this stream's global batch indices
+                items = next(raw)
+                if g >= spec.start:  # earlier batches were yielded before the resume: skip undecoded
+                    yield self.decode(items)
+        if self.reports or self.unknown:  # reports after the last batch (a missing last shard): sent on their own
+            yield {REPORTS_ONLY: True, "_skipped": self.reports, "_unknown": self.unknown}
+            self.reports, self.unknown = [], []
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -428,6 +432,7 @@ class StreamLoader:
         self.spec = spec
         self.epoch = 0
         self.batches_done = 0
+        self.listed_keys: list[str] = []  # the split's keys as the manifest lists them (build_loader)
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -485,6 +490,8 @@ class StreamLoader:
                             generator=torch.Generator().manual_seed(cfg.seed * 100003 + self.epoch))
         for batch in loader:
             self._absorb(batch)
+            if batch.pop(REPORTS_ONLY, False):
+                continue
             self.batches_done += 1
             yield batch
 
@@ -559,7 +566,9 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
                  output_length=output_length, train=train, rank=rank, world_size=world_size,
                  num_batches=math.ceil(num_samples / (world_size * b)) if train else None,
                  pose_landmarks=pose_landmarks, num_frames=num_frames, soft_dir=soft_dir, soft_k=soft_k)
-    return StreamLoader(spec)
+    loader = StreamLoader(spec)
+    loader.listed_keys = [k for s in entry["shards"] for k in s.get("keys", [])]  # manifest order, for accounting
+    return loader
 
 
 class EvalDecoder:

@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import collections
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import DataConfig, build_loader
@@ -81,6 +84,60 @@ def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str
     return hyps, refs
 
 
+class IncompleteEvaluation(ValueError):
+    """A split not every listed video of which was decoded (and no flag allowed that)."""
+
+
+@dataclass
+class Coverage:
+    """Which of a split's listed videos an evaluation decoded: `skipped` holds (key, reason) of what the loader
+    could not read (a shard's name for a whole shard), `missing` the listed keys decoded by no rank."""
+
+    split: str
+    listed: int
+    decoded: int
+    skipped: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.decoded == self.listed and not self.missing
+
+    def text(self) -> str:
+        s = f"{self.decoded} of {self.listed} listed {self.split} videos decoded"
+        if self.complete:
+            return s
+        reasons = collections.Counter(r for _, r in self.skipped)
+        named = ", ".join(f"{k} ({r})" for k, r in self.skipped[:5])
+        return (f"{s}; {len(self.missing)} not evaluated (skipped: {dict(reasons)}; e.g. {named or '-'}; "
+                f"missing keys e.g. {self.missing[:5]})")
+
+    def as_dict(self) -> dict:
+        return {"videos_listed": self.listed, "videos_decoded": self.decoded, "complete": self.complete,
+                "skipped": [list(x) for x in self.skipped], "missing": self.missing}
+
+    def check(self, allow_incomplete: bool, flag: str = "--allow_incomplete_eval") -> None:
+        """Raise IncompleteEvaluation unless complete or allowed (then the caller says so in its log)."""
+        if not self.complete and not allow_incomplete:
+            raise IncompleteEvaluation(f"incomplete evaluation: {self.text()}; fix the data, or pass {flag} to "
+                                       "score the videos that were decoded")
+
+
+def split_coverage(accelerator, loader, hyps: dict) -> Coverage:
+    """Account for every video the manifest lists for the loader's split (collective: every rank calls it);
+    `hyps` as `evaluate_loader` returns them (complete on the main process)."""
+    skipped = list(getattr(loader, "skipped", []))
+    n_hyps = len(hyps)
+    if accelerator.num_processes > 1:
+        skipped = [x for part in gather_object([skipped]) for x in part]
+    listed = list(getattr(loader, "listed_keys", []) or [])
+    if not listed:  # a manifest without key lists: counts only
+        listed = sorted(hyps) + [f"?{i}" for i in range(sum(c for _, c in loader.spec.shards) - n_hyps)]
+    missing = [k for k in listed if k not in hyps]
+    return Coverage(loader.spec.split, len(listed), len(listed) - len(missing),
+                    sorted({tuple(x) for x in skipped}), missing)
+
+
 def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, num_workers: int = 2,
                   splits: tuple[str, ...] = ()):
     """Rebuild the model of `checkpoint` and the evaluation data config: (model, vocab, ck, data_cfg, manifest).
@@ -100,10 +157,13 @@ def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, n
 
 
 def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "", lm=None,
-                 lm_weight: float = 0.0, word_bonus: float = 0.0) -> tuple[dict, dict]:
+                 lm_weight: float = 0.0, word_bonus: float = 0.0, coverage: list | None = None) -> tuple[dict, dict]:
     """Decode every video of `split` (beam width `beam`, 1 = greedy; `lm`, `lm_weight`, `word_bonus` as in
     `evaluate_loader`) -> (hyps, refs) as `evaluate_loader` returns them: complete on the main process. `model` must
-    already be on `acc.device`."""
+    already be on `acc.device`. A `coverage` list receives the split's `Coverage` (collective)."""
     loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
-    return evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split, lm=lm, lm_weight=lm_weight,
-                           word_bonus=word_bonus)
+    hyps, refs = evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split, lm=lm,
+                                 lm_weight=lm_weight, word_bonus=word_bonus)
+    if coverage is not None:
+        coverage.append(split_coverage(acc, loader, hyps))
+    return hyps, refs

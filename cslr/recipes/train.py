@@ -26,7 +26,7 @@ from cslr.datasets.pipeline import build_loader
 from cslr.datasets.synthetic import cached_corpus
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest
-from cslr.eval.evaluate import evaluate_loader
+from cslr.eval.evaluate import evaluate_loader, split_coverage
 from cslr.eval.wer import score, write_ctm
 from cslr.io import atomic_write_bytes, atomic_write_json
 from cslr.models.checkpoint import build_model, load_pretrained_backbone, model_from_checkpoint
@@ -188,13 +188,18 @@ def test_best(cfg: TrainConfig, acc, trainer: Trainer, vocab: Vocabulary, protoc
     loader = build_loader(cfg.data, "test", vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
     hyps, refs = evaluate_loader(acc, best_model, loader, vocab, protocol, cfg.run.beam_width, trainer.forward,
                                  desc="test (beam)")
+    coverage = split_coverage(acc, loader, hyps)
+    trainer.log_unknown("test", loader)
+    coverage.check(cfg.run.allow_incomplete_eval)
+    if not coverage.complete:
+        logger.warning("test WER over an INCOMPLETE test split: %s", coverage.text())
     result = score(hyps, refs, protocol=protocol)
-    test = result.as_dict()
+    test = {**result.as_dict(), "coverage": coverage.as_dict()}
     if acc.is_main_process:
         write_ctm(out / "test_hyp.ctm", hyps)
-        logger.info("Test WER (best model, epoch %s, beam %d): %.2f%% (S %d, D %d, I %d, N %d)\n%s",
+        logger.info("Test WER (best model, epoch %s, beam %d): %.2f%% (S %d, D %d, I %d, N %d; %s)\n%s",
                     trainer.state.best_epoch, cfg.run.beam_width, test["wer"], test["sub"], test["dele"],
-                    test["ins"], test["num_ref_words"], result.format_table())
+                    test["ins"], test["num_ref_words"], coverage.text(), result.format_table())
     acc.log({"test/wer": test["wer"]}, step=trainer.state.global_step)
     return test
 
@@ -212,6 +217,7 @@ def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
         "epochs_run": len(st.history), "global_steps": st.global_step, "wall_time_s": wall_time_s,
         "train_time_s": st.train_time_s, "num_parameters": trainer.num_parameters,
         "samples_per_s": st.samples_seen / st.train_time_s if st.train_time_s > 0 else None,
+        "test_coverage": test["coverage"] if test else None, "unknown_glosses": st.unknown_glosses,
         "nonfinite_steps_skipped": st.nonfinite_total, "skipped_samples": st.skipped,
         "stopped_early": st.stopped_early, "world_size": trainer.acc.num_processes,
         "mixed_precision": str(trainer.acc.mixed_precision), "history": st.history,

@@ -53,6 +53,7 @@ class RunConfig:
     max_steps: int = 0              # stop after this many optimizer steps (0: no limit; tests and smoke runs)
     synthetic_preset: str = "small" # used when `data` is empty: the built-in corpus, prepared into the cache
     protocol: str = ""              # WER protocol; empty: from the data manifest
+    allow_incomplete_eval: bool = False  # score dev/test even if some listed videos could not be read (never "best")
 
 
 @dataclass

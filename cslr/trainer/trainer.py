@@ -9,6 +9,7 @@ One `Trainer` with `train_step`, `evaluate`, `save`, `load`: extend by overridin
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import build_loader
 from cslr.datasets.vocab import Vocabulary
-from cslr.eval.evaluate import evaluate_loader
+from cslr.eval.evaluate import evaluate_loader, split_coverage
 from cslr.eval.forward import batch_to, model_forward
 from cslr.eval.wer import score
 from cslr.models.checkpoint import save_portable
@@ -63,6 +65,7 @@ class TrainState:
     loader: dict | None = None       # the train loader's position inside `epoch`
     epoch_loss: list = field(default_factory=lambda: [0.0, 0.0])  # (sum, finite batches) of `epoch`, all ranks
     wall_time_s: float = 0.0
+    unknown_glosses: dict = field(default_factory=dict)  # split -> gloss -> occurrences dropped (all epochs)
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,6 +118,7 @@ class Trainer:
         self._consecutive_bad = 0      # non-finite losses in a row (all ranks agree)
         self._window_finite = False    # a finite micro-batch in the current accumulation window
         self._epoch_loss = [0.0, 0.0]  # (loss sum, finite batches) of this epoch on this rank
+        self._epoch_unknown: dict = {}  # split -> unknown gloss occurrences in this epoch
 
     # ----------------------------------------------------------------------------------------- setup
     def _fill_deepspeed_auto(self) -> None:
@@ -323,15 +327,23 @@ class Trainer:
                "data_wait_fraction": wait_s / loop_s if loop_s > 0 else None, "dev_wer": None}
         if (epoch + 1) % cfg.run.eval_every == 0 or last:
             res = self.evaluate_dev(beam_width=0)
-            rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"])
-            self._track_best(epoch, res)
+            cov = res["coverage"]
+            rec.update(dev_wer=res["wer"], dev_sub=res["sub"], dev_del=res["dele"], dev_ins=res["ins"],
+                       dev_videos=cov.decoded, dev_videos_listed=cov.listed, dev_skipped=[list(x) for x in cov.skipped])
+            if cov.complete:
+                self._track_best(epoch, res)
+            else:  # allowed by --allow_incomplete_eval: scored, but never compared with complete evaluations
+                logger.warning("epoch %d: dev WER %.2f%% over an INCOMPLETE dev split (%s); not considered for the "
+                               "best model", epoch + 1, res["wer"], cov.text())
+        rec["unknown_glosses"], self._epoch_unknown = dict(self._epoch_unknown), {}
         if st.history and st.history[-1]["epoch"] == rec["epoch"]:
             st.history.pop()  # the record of this epoch's part before a --max_steps stop and resume
         st.history.append(rec)
         acc.log({"epoch/train_loss": mean_loss, "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
                  **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
                 step=st.global_step)
-        wer_s = f"{rec['dev_wer']:.1f}%" if rec["dev_wer"] is not None else "-"
+        wer_s = (f"{rec['dev_wer']:.1f}% ({rec['dev_videos']} of {rec['dev_videos_listed']} videos)"
+                 if rec["dev_wer"] is not None else "-")
         logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs | data wait %.1f%%", epoch + 1, wer_s,
                     mean_loss, st.global_step, rec["epoch_time_s"], 100 * (rec["data_wait_fraction"] or 0.0))
         if acc.is_main_process:
@@ -343,6 +355,21 @@ class Trainer:
             logger.warning("epoch %d: skipped train samples on rank %d: %s", epoch + 1, self.acc.process_index, counts)
             for k, v in counts.items():
                 self.state.skipped[k] = self.state.skipped.get(k, 0) + v
+        self.log_unknown("train", self.train_loader)
+
+    def log_unknown(self, split: str, loader) -> None:
+        """Glosses of `split` not in the vocabulary (dropped from the targets) in this pass over it, summed over
+        ranks: a warning, the epoch record (`unknown_glosses`) and the run's totals in results.json."""
+        counts = collections.Counter(dict(getattr(loader, "unknown_glosses", {}) or {}))
+        if self.acc.num_processes > 1:
+            counts = sum((collections.Counter(c) for c in gather_object([dict(counts)])), collections.Counter())
+        self._epoch_unknown[split] = sum(counts.values())
+        if counts:
+            logger.warning("%s: %d occurrences of %d glosses not in the vocabulary (dropped from the targets): %s",
+                           split, sum(counts.values()), len(counts), dict(counts.most_common(10)))
+            total = self.state.unknown_glosses.setdefault(split, {})
+            for g, n in counts.items():
+                total[g] = total.get(g, 0) + n
 
     def _track_best(self, epoch: int, res: dict) -> None:
         st = self.state
@@ -374,5 +401,8 @@ class Trainer:
         hyps, refs = evaluate_loader(self.acc, model, self.dev_loader, self.vocab, self.protocol, beam_width,
                                      self.forward, desc="eval dev")
         model.train(was_training)
+        coverage = split_coverage(self.acc, self.dev_loader, hyps)
+        self.log_unknown("dev", self.dev_loader)
+        coverage.check(self.cfg.run.allow_incomplete_eval)
         result = score(hyps, refs, protocol=self.protocol)
-        return {**result.as_dict(), "hyps": hyps, "refs": refs, "result": result}
+        return {**result.as_dict(), "hyps": hyps, "refs": refs, "result": result, "coverage": coverage}
