@@ -117,7 +117,7 @@ class PngVideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row, cfg, size = self.rows[i], self.cfg, self.cfg.image_size
-        folder = self.frames_dir / row.frame_globs[0].rsplit("/", 1)[0]
+        folder = self.frames_dir / row.source[0].rsplit("/", 1)[0]
         files = sorted(folder.glob("*.png"), key=lambda p: frame_sort_key(p.name))
         if not files:
             raise FileNotFoundError(f"{folder}: no PNG frames (video {row.id})")

@@ -53,6 +53,9 @@ from PIL import Image
 from .convert import (  # noqa: F401  (ConversionError, frame_sort_key: part of this module's interface)
     DEFAULT_JPEG_QUALITY, DEFAULT_SHARD_SIZE, SPLITS, ConversionError, Corpus, FrameSource, Row, Skip,
     add_convert_args, convert_corpus, convert_kwargs, frame_sort_key, image_folder_source)
+from .schema import GLOSS, META, POSE, RGB, decode_pose, unpack_jpegs
+from .shards import iter_shard
+from .writer import load_manifest
 
 FPS = 25
 FRAMES_DIR = "features/fullFrame-210x260px/{split}"
@@ -245,10 +248,6 @@ def export_phoenix2014(data_dir: str | os.PathLike, release_dir: str | os.PathLi
         export_phoenix2014("data/synth_phoenix", "/tmp/phoenix2014-release", pose_dir="/tmp/poses")
         python launch/prepare.py phoenix2014 --root /tmp/phoenix2014-release --out data/p --pose-dir /tmp/poses
     """
-    from .pipeline import iter_shard  # the shard reader; a module-level import would tie converting to torch
-    from .schema import GLOSS, META, POSE, RGB, decode_pose, unpack_jpegs
-    from .writer import load_manifest
-
     spec = CORPORA["phoenix2014"]
     data_dir, corpus = Path(data_dir), Path(release_dir) / spec.folder
     manifest = load_manifest(data_dir)
