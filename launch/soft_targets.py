@@ -34,7 +34,11 @@ def main(argv=None) -> int:
     p.add_argument("--max_shards", type=int, default=0, help="stop after this many shards per rank (testing)")
     p.add_argument("--verify", action="store_true", help="check completeness and checksums; run no teacher")
     args = p.parse_args(argv)
-
+    for flag, ok, rule in (("--topk", args.topk >= 0, ">= 0 (0: dense)"), ("--temperature", args.temperature > 0, "> 0"),
+                           ("--batch_size", args.batch_size >= 1, ">= 1"), ("--image_size", args.image_size >= 0,
+                           ">= 0 (0: the teacher's)"), ("--max_shards", args.max_shards >= 0, ">= 0 (0: all)")):
+        if not ok:
+            p.error(f"{flag} must be {rule}, not {getattr(args, flag[2:])}")
 
     if args.verify:
         if not args.data:

@@ -250,3 +250,40 @@ def test_evaluate_py_refuses_an_incomplete_split_and_counts_with_the_flag(tiny_d
     assert proc.returncode == 0 and "0 of 8 listed dev videos decoded" in proc.stdout, proc.stderr
     saved = json.loads((tmp_path / "dev_wer.json").read_text())
     assert saved["coverage"]["videos_listed"] == 8 and saved["coverage"]["complete"] is False
+
+
+# ---------------------------------------------------------------------------------------------- flags
+@pytest.mark.parametrize("flag, value", [
+    ("--min_lr_ratio", "-1"), ("--shuffle_buffer", "0"), ("--crop_scale", "0.5"), ("--crop_scale", "0.9 0.5"),
+    ("--bucket_size", "-1"), ("--image_size", "0"), ("--max_bad_steps", "-1"), ("--max_steps", "-5"),
+    ("--max_frames_per_batch", "-5"), ("--save_every_steps", "-1"), ("--protocol", "foo"), ("--keep_last", "-1"),
+    ("--temporal_scale", "1.5"), ("--max_grad_norm", "-1"), ("--learning_rate", "nan"), ("--resume", "/no/such"),
+])
+def test_bad_training_flag_exits_2_naming_it_before_any_work(flag, value, tmp_path, capsys):
+    """Defect 7: the flag's range is checked before any data, process group or output folder is touched."""
+    from cslr.recipes.train import train_main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        train_main(["--data", str(tmp_path / "no-data"), "--output_dir", str(out), flag, *value.split()], "t", None)
+    assert e.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("script, flag, value", [
+    ("evaluate.py", "--beam", "0"), ("evaluate.py", "--batch_size", "0"), ("evaluate.py", "--num_workers", "-1"),
+    ("evaluate.py", "--protocol", "foo"), ("soft_targets.py", "--topk", "-1"),
+    ("soft_targets.py", "--temperature", "0"), ("soft_targets.py", "--batch_size", "0"),
+    ("soft_targets.py", "--image_size", "-3"), ("soft_targets.py", "--max_shards", "-1"),
+])
+def test_bad_evaluate_and_soft_target_flags_exit_2_naming_them(script, flag, value, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"launch_{script[:-3]}", REPO / "launch" / script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--checkpoint", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o"), flag, value])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

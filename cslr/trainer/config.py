@@ -17,6 +17,7 @@ import yaml
 
 from cslr.io import atomic_write_bytes
 from cslr.datasets.pipeline import DataConfig
+from cslr.eval.wer import PROTOCOLS
 from cslr.models.registry import ModelConfig
 
 
@@ -206,6 +207,31 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.num_workers >= 0, "--num_workers must be >= 0"),
         (0.0 <= cfg.kd.alpha <= 1.0, "--alpha must be in [0, 1]"),
         (cfg.kd.temperature > 0, "--temperature must be > 0"),
+        (0.0 <= cfg.optim.min_lr_ratio <= 1.0, f"--min_lr_ratio must be in [0, 1], not {cfg.optim.min_lr_ratio}"),
+        (cfg.optim.weight_decay >= 0, f"--weight_decay must be >= 0, not {cfg.optim.weight_decay}"),
+        (cfg.optim.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (0: no clipping), not {cfg.optim.max_grad_norm}"),
+        (cfg.optim.momentum >= 0, f"--momentum must be >= 0, not {cfg.optim.momentum}"),
+        (cfg.data.shuffle_buffer >= 1, f"--shuffle_buffer must be >= 1 sample, not {cfg.data.shuffle_buffer}"),
+        (len(cfg.data.crop_scale) == 2 and 0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1,
+         f"--crop_scale takes two area fractions MIN MAX with 0 < MIN <= MAX <= 1, not {list(cfg.data.crop_scale)}"),
+        (cfg.data.bucket_size >= 0, f"--bucket_size must be >= 0 (0: 4 x batch_size), not {cfg.data.bucket_size}"),
+        (cfg.data.image_size >= 1, f"--image_size must be >= 1 pixel, not {cfg.data.image_size}"),
+        (cfg.data.max_frames_per_batch >= 0, f"--max_frames_per_batch must be >= 0 (0: no cap), not "
+                                             f"{cfg.data.max_frames_per_batch}"),
+        (0.0 <= cfg.data.temporal_scale < 1.0, f"--temporal_scale must be in [0, 1), not {cfg.data.temporal_scale}"),
+        (cfg.data.pose_jitter >= 0, f"--pose_jitter must be >= 0, not {cfg.data.pose_jitter}"),
+        (cfg.data.prefetch_factor >= 1, f"--prefetch_factor must be >= 1, not {cfg.data.prefetch_factor}"),
+        (cfg.run.max_bad_steps >= 0, f"--max_bad_steps must be >= 0, not {cfg.run.max_bad_steps}"),
+        (cfg.run.max_steps >= 0, f"--max_steps must be >= 0 (0: no limit), not {cfg.run.max_steps}"),
+        (cfg.run.save_every_steps >= 0, f"--save_every_steps must be >= 0 (0: epoch ends only), not "
+                                        f"{cfg.run.save_every_steps}"),
+        (cfg.run.keep_last >= 0, f"--keep_last must be >= 0, not {cfg.run.keep_last}"),
+        (cfg.run.patience >= 0, f"--patience must be >= 0 (0: off), not {cfg.run.patience}"),
+        (cfg.run.beam_width >= 0, f"--beam_width must be >= 0, not {cfg.run.beam_width}"),
+        (cfg.run.protocol in ("", *PROTOCOLS), f"--protocol must be one of {', '.join(PROTOCOLS)} (or empty: the "
+                                               f"data's), not {cfg.run.protocol!r}"),
+        (cfg.run.resume in ("", "auto") or Path(cfg.run.resume).is_dir(),
+         f"--resume must be auto, a checkpoint folder or empty; {cfg.run.resume!r} is not a folder"),
     ]
     for ok, msg in checks:
         if not ok:
