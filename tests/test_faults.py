@@ -287,3 +287,66 @@ def test_bad_evaluate_and_soft_target_flags_exit_2_naming_them(script, flag, val
         mod.main(["--checkpoint", str(tmp_path / "none.pth"), "--out", str(tmp_path / "o"), flag, value])
     assert e.value.code == 2 and flag in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------- text files, scoring
+def test_vocab_with_a_bom_keeps_its_first_gloss(tmp_path):
+    """Defect 5: a UTF-8 BOM no longer turns the first gloss into an unknown one."""
+    from cslr.datasets.vocab import Vocabulary
+
+    f = tmp_path / "vocab.txt"
+    f.write_bytes("\ufeffAPFEL\nBAUM\n".encode("utf-8"))
+    vocab = Vocabulary.load(f)
+    assert vocab.glosses == ["APFEL", "BAUM"] and vocab.encode("APFEL BAUM") == ([1, 2], [])
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty vocabulary"), (b"\n  \n", "empty vocabulary"), (b"APFEL\n\xff\xfeBAUM\n", "not UTF-8 text"),
+    (b"APFEL\nAPFEL\n", "duplicate glosses"),
+])
+def test_bad_vocab_file_is_named(tmp_path, content, needle):
+    from cslr.datasets.vocab import Vocabulary
+
+    f = tmp_path / "vocab.txt"
+    f.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{f}: .*{needle}"):
+        Vocabulary.load(f)
+
+
+def test_stm_and_ctm_with_a_bom_parse_like_without(tmp_path):
+    from cslr.eval.wer import read_ctm, read_stm
+
+    stm, ctm = tmp_path / "ref.stm", tmp_path / "hyp.ctm"
+    stm.write_bytes("\ufeffv1 1 signer01 0.0 1.79769e+308 A B\n".encode())
+    ctm.write_bytes("\ufeffv1 1 0.00 0.01 A\nv1 1 0.01 0.01 B\n".encode())
+    assert read_stm(stm) == {"v1": ("signer01", ["A", "B"])}
+    assert read_ctm(ctm) == {"v1": ["A", "B"]}
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("v1 1 nan 0.01 A", "start time 'nan' is not a finite number"),
+    ("v1 1 0.00 inf A", "duration 'inf' is not a finite number"),
+    ("v1 1 x 0.01 A", "start time 'x' is not a number"),
+    ("v1 1 0.00 A", "needs 5 or 6 fields"),
+])
+def test_bad_ctm_line_is_named_with_its_line_number(tmp_path, line, needle):
+    from cslr.eval.wer import read_ctm
+
+    ctm = tmp_path / "hyp.ctm"
+    ctm.write_text(f"v1 1 0.00 0.01 Z\n{line}\n")
+    with pytest.raises(ValueError, match=f"{ctm}:2: .*{needle}"):
+        read_ctm(ctm)
+
+
+def test_unknown_glosses_are_counted_per_split_and_epoch(tiny_data, tmp_path):
+    """Defect 5: glosses missing from vocab.txt are counted for train and dev, in the epoch record and the totals."""
+    data = _data_copy(tiny_data, tmp_path)
+    glosses = (data / "vocab.txt").read_text().split()
+    dropped = glosses[0]
+    (data / "vocab.txt").write_text("\n".join(glosses[1:]) + "\n")
+    (tmp_path / "o").mkdir()
+    tr = _in_process_trainer(data, tmp_path / "o", max_steps=2)
+    tr.train()
+    rec = tr.state.history[-1]["unknown_glosses"]
+    assert rec["dev"] > 0 and rec["train"] > 0, rec
+    assert set(tr.state.unknown_glosses["dev"]) == {dropped} and tr.state.unknown_glosses["dev"][dropped] == rec["dev"]

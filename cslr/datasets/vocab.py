@@ -32,9 +32,15 @@ class Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: vocabulary file not found")
-        lines = [ln.strip() for ln in path.read_text("utf-8").splitlines()]
+        try:  # utf-8-sig: a byte-order mark written by an editor must not become part of the first gloss
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+        glosses = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not glosses:
+            raise ValueError(f"{path}: empty vocabulary (no glosses)")
         try:
-            return cls([ln for ln in lines if ln])
+            return cls(glosses)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 

@@ -88,8 +88,8 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest.json; is {data_dir} a folder written by launch/prepare.py?")
     try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as e:
+        manifest = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from e
     if "splits" not in manifest:
         raise ValueError(f"{path}: no 'splits' entry")

@@ -165,7 +165,7 @@ def _data_lines(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     try:
-        text = path.read_text("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is not part of the first id
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from e
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -176,9 +176,12 @@ def _data_lines(path: Path):
 
 def _parse_float(value: str, path: Path, lineno: int, what: str) -> float:
     try:
-        return float(value)
+        x = float(value)
     except ValueError:
         raise ValueError(f"{path}:{lineno}: {what} {value!r} is not a number") from None
+    if not math.isfinite(x) and value != STM_END:
+        raise ValueError(f"{path}:{lineno}: {what} {value!r} is not a finite number")  # nan would reorder glosses
+    return x
 
 
 def read_ctm(path: str | os.PathLike) -> dict[str, list[str]]:
