@@ -176,3 +176,41 @@ def tune_lm(checkpoint: str | Path, lm_path: str | Path, lm: NGramLM, data: str 
                          dev_wer_without_lm=base["wer"], checkpoint=str(checkpoint), split="dev", grid=result["grid"])
     result["weights_path"] = str(path)
     return result
+
+
+# ------------------------------------------------------------------------------ simulated model outputs
+
+
+def simulate_split(sentences: Sequence[Sequence[str]], vocab: Vocabulary, protocol: str = "phoenix2014", seed: int = 0,
+                   confusion: float = 0.4, weak: float = 0.1, noise: float = 1.0) -> CachedSplit:
+    """CTC log-probs of an imperfect recogniser on known sentences, to measure decoders without a trained model.
+
+    Each gloss gets 2-5 frames, blank-dominated except one peak frame where its class scores high; with probability
+    `confusion` a random other gloss competes at that peak as strongly, with probability `weak` the gloss's peak is
+    weak (a likely deletion); every frame has N(0, noise) logits on every class. Glosses outside `vocab` are left
+    out. What an LM can recover here (the competing gloss is random, so context tells it apart) is an upper bound
+    of sorts; real confusions are between similar signs.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    V = len(vocab)
+    keys, lps, refs = [], [], {}
+    for n, sent in enumerate(sentences):
+        ids = [vocab.index[g] for g in sent if g in vocab.index]
+        durs = torch.randint(2, 6, (len(ids),), generator=rng).tolist()
+        T = max(sum(durs), 1)
+        logits = torch.randn(T, V, generator=rng) * noise  # (T, V)
+        logits[:, 0] += 5.0
+        t = 0
+        for c, d in zip(ids, durs):
+            peak = t + int(torch.randint(0, d, (1,), generator=rng))
+            u = torch.rand(3, generator=rng).tolist()
+            logits[peak, c] += (3.0 if u[0] < weak else 7.0) + 1.5 * float(torch.randn(1, generator=rng))
+            if u[1] < confusion:
+                other = int(torch.randint(1, V, (1,), generator=rng))
+                logits[peak, other] += 7.0 + 1.5 * float(torch.randn(1, generator=rng))
+            t += d
+        key = f"sim{n:05d}"
+        keys.append(key)
+        lps.append(logits.log_softmax(-1))
+        refs[key] = ("sim", list(sent))
+    return CachedSplit(keys, lps, refs, vocab, protocol, 0.0)
