@@ -5,8 +5,9 @@
 
 The graph takes "rgb" uint8 (B, T, 3, H, W) (and "pose" float32 (B, T, 543, 3) for pose models), any B, T >= 1
 and frame size, every frame valid, and returns "log_probs" float32 (B, ceil(T / 4), V) (cslr/models/export.py,
-which this CLI wraps). The example clip is S x S, S the checkpoint's `data.image_size` unless --image_size is
-given. After export, ONNX Runtime runs two random clips of another length and the largest absolute difference
+which this CLI wraps). The file also carries the vocabulary, frame rate and crop (metadata "cslr"), so that
+launch/recognize.py runs it without the checkpoint. The example clip is S x S, S the checkpoint's
+`data.image_size` unless --image_size is given. After export, ONNX Runtime runs two random clips of another length and the largest absolute difference
 of the log-probabilities against PyTorch is printed (exit 1 above --tolerance, default 1e-3).
 
 Tests: `/work/venv/bin/pytest tests/test_export.py -q`
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cslr.models.export import LogProbs, export_onnx, parity
+from cslr.models.export import LogProbs, checkpoint_metadata, export_onnx, parity
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = args.image_size or int(ck["config"]["data"]["image_size"])
-    path = export_onnx(model, args.out, size, args.frames, args.opset)
+    meta = checkpoint_metadata(ck, LogProbs(model).inputs, size)  # launch/recognize.py runs the .onnx alone
+    path = export_onnx(model, args.out, size, args.frames, args.opset, metadata=meta)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {ck['model_name']}, {len(vocab)} classes, "
           f"inputs {LogProbs(model).inputs}, example {size}x{size}, dynamic batch, time and frame size")
     if args.check_frames:

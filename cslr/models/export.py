@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cslr.datasets.schema import NUM_LANDMARKS
+from cslr.datasets.writer import load_manifest
 
 
 class LogProbs(nn.Module):
@@ -45,7 +46,8 @@ def example_inputs(names: tuple[str, ...], batch: int, frames: int, image_size: 
     return tuple(make[n]() for n in names)
 
 
-def export_onnx(model: nn.Module, path: str | Path, image_size: int, frames: int = 16, opset: int = 18) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, image_size: int, frames: int = 16, opset: int = 18,
+                metadata: dict | None = None) -> Path:
     """Export `model` (eval mode) to `path` with dynamic batch, time and frame size; returns the path.
 
     Args:
@@ -54,6 +56,8 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, frames: int
         image_size: S of the example frames (any size runs afterwards).
         frames: T of the example clip (any T >= 1 runs afterwards).
         opset: ONNX opset version.
+        metadata: plain JSON-able facts stored in the graph (`write_metadata`), e.g. what launch/recognize.py
+            needs to run the file alone: vocabulary, frame rate, crop.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +70,56 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, frames: int
     torch.onnx.export(wrapper, args, str(path), input_names=list(wrapper.inputs), output_names=["log_probs"],
                       dynamic_axes={**{n: axes[n] for n in wrapper.inputs}, "log_probs": {0: "batch", 1: "frames"}},
                       opset_version=opset, dynamo=False)
+    if metadata is not None:
+        write_metadata(path, metadata)
     return path
+
+
+METADATA_KEY = "cslr"  # the graph's metadata_props entry holding a JSON object
+METADATA_FORMAT = "cslr-deploy/1"
+
+
+def checkpoint_metadata(ck: dict, streams: tuple[str, ...], image_size: int = 0) -> dict:
+    """What running a model on a raw video needs besides its weights, from a `best_model.pth` dict: vocabulary,
+    input streams, the evaluation transform's crop (data.image_size unless `image_size`, data.crop_scale), the frame
+    rate of its training data ("fps": the manifest's, None when the data folder is not here or its videos differ)
+    and the scoring protocol."""
+    data = ck["config"]["data"]
+    manifest = {}
+    if data.get("data"):
+        try:
+            manifest = load_manifest(data["data"])
+        except (OSError, ValueError):
+            manifest = {}
+    fps = manifest.get("fps")
+    return {"format": METADATA_FORMAT, "model_name": ck["model_name"], "num_classes": int(ck["num_classes"]),
+            "vocab": list(ck["vocab"]), "streams": list(streams), "image_size": int(image_size or data["image_size"]),
+            "crop_scale": [float(v) for v in data.get("crop_scale", (0.7, 1.0))],
+            "fps": float(fps) if fps else None,
+            "protocol": ck.get("protocol") or manifest.get("protocol") or "phoenix2014"}
+
+
+def write_metadata(path: str | Path, metadata: dict) -> None:
+    """Store `metadata` (JSON-able) in the ONNX file's metadata_props under METADATA_KEY (rewrites the file)."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(proto, str(path))
+
+
+def session_metadata(session) -> dict | None:
+    """The METADATA_KEY object of an ONNX Runtime session's model, or None when the file has none."""
+    import json
+
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return None if text is None else json.loads(text)
 
 
 def onnx_session(path: str | Path, threads: int = 0):
