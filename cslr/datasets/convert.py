@@ -107,6 +107,17 @@ class Corpus:
 # --------------------------------------------------------------------------------------------- frame sources
 
 
+def claim_key(key: str, where: str, seen: dict[str, int], lineno: int) -> None:
+    """A video id read at `where` (line `lineno`) must be a usable WebDataset key, unique in its annotation file
+    (`seen`: id -> line, updated)."""
+    if not key or "." in key or "/" in key:
+        raise ConversionError(f"{where}: video id {key!r} is empty or contains '.' or '/', "
+                              f"which a WebDataset key cannot hold")
+    if key in seen:
+        raise ConversionError(f"{where}: video id {key!r} already used at line {seen[key]}")
+    seen[key] = lineno
+
+
 def frame_sort_key(name: str) -> tuple:
     """Natural order: digit runs compare as integers, so images2.png < images10.png whether or not numbers are
     zero-padded, and the 2014 names `<id>.avi_pid0_fn000123-0.png` sort by frame number. Ties: by name."""

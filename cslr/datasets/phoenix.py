@@ -52,7 +52,7 @@ from PIL import Image
 
 from .convert import (  # noqa: F401  (ConversionError, frame_sort_key: part of this module's interface)
     DEFAULT_JPEG_QUALITY, DEFAULT_SHARD_SIZE, SPLITS, ConversionError, Corpus, FrameSource, Row, Skip,
-    add_convert_args, convert_corpus, convert_kwargs, frame_sort_key, image_folder_source)
+    add_convert_args, claim_key, convert_corpus, convert_kwargs, frame_sort_key, image_folder_source)
 from .schema import GLOSS, META, POSE, RGB, decode_pose, unpack_jpegs
 from .shards import iter_shard
 from .writer import load_manifest
@@ -145,12 +145,7 @@ def read_corpus_csv(path: Path, spec: CorpusSpec) -> tuple[list[Row], list[dict]
             malformed.append({"id": key or f"{path.name}:{lineno}",
                               "reason": f"empty annotation: video {key} has no glosses ({where})"})
             continue
-        if not key or "." in key or "/" in key:
-            raise ConversionError(f"{where}: video id {key!r} is empty or contains '.' or '/', "
-                                  f"which a WebDataset key cannot hold")
-        if key in seen:
-            raise ConversionError(f"{where}: video id {key!r} already used at line {seen[key]}")
-        seen[key] = lineno
+        claim_key(key, where, seen, lineno)
         rows.append(Row(
             id=key,
             gloss=" ".join(values[spec.gloss_col].split()),

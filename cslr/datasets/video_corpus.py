@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .convert import (SPLITS, ConversionError, Corpus, FrameSource, Row, Skip, add_convert_args, convert_corpus,
+from .convert import (SPLITS, ConversionError, Corpus, FrameSource, Row, Skip, add_convert_args, claim_key, convert_corpus,
                       convert_kwargs, video_file_source)
 from .video import VideoError, open_video
 
@@ -94,12 +94,7 @@ class VideoCorpus(Corpus):
                 out[split if split in SPLITS else "train"][1].append({"id": key or f"{path.name}:{lineno}",
                                                                       "reason": bad})
                 continue
-            if not key or "." in key or "/" in key:
-                raise ConversionError(f"{where}: video id {key!r} is empty or contains '.' or '/', "
-                                      f"which a WebDataset key cannot hold")
-            if key in seen:
-                raise ConversionError(f"{where}: video id {key!r} already used at line {seen[key]}")
-            seen[key] = lineno
+            claim_key(key, where, seen, lineno)
             out[split][0].append(Row(id=key, gloss=" ".join(values["glosses"].split()), signer=values["signer"],
                                      source=(values["path"],), where=where,
                                      extra={c: values[c] for c in header if c not in COLUMNS}))
