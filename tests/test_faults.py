@@ -350,3 +350,156 @@ def test_unknown_glosses_are_counted_per_split_and_epoch(tiny_data, tmp_path):
     rec = tr.state.history[-1]["unknown_glosses"]
     assert rec["dev"] > 0 and rec["train"] > 0, rec
     assert set(tr.state.unknown_glosses["dev"]) == {dropped} and tr.state.unknown_glosses["dev"][dropped] == rec["dev"]
+
+
+# ---------------------------------------------------------------------------------------------- shards and the loader
+def _train_loader(data: Path, workers: int = 0):
+    from cslr.datasets.pipeline import DataConfig, build_loader
+    from cslr.datasets.vocab import Vocabulary
+
+    return build_loader(DataConfig(data=str(data), num_workers=workers, image_size=32, batch_size=4), "train",
+                        Vocabulary.load(data / "vocab.txt"), train=True)
+
+
+def test_missing_train_shard_is_an_error_naming_it(tiny_data, tmp_path):
+    data = _data_copy(tiny_data, tmp_path)
+    (data / "train-000001.tar").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 shards .* missing: \['train-000001.tar'\]"):
+        _train_loader(data)
+
+
+def test_train_shard_overwritten_by_another_is_refused_at_start(tiny_data, tmp_path):
+    """Defect 6: a shard replaced after prepare (another shard copied over it) -> its size differs -> an error."""
+    from cslr.datasets.shards import ShardChanged
+
+    data = _data_copy(tiny_data, tmp_path)
+    shutil.copy(data / "train-000001.tar", data / "train-000002.tar")
+    with pytest.raises(ShardChanged, match=r"train-000002.tar: \d+ bytes, .*manifest.json says \d+"):
+        _train_loader(data)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_shard_changed_in_place_is_caught_as_it_streams(tiny_data, tmp_path, workers):
+    """Same size, other bytes: the sha256 computed while streaming differs -> ShardChanged naming the shard."""
+    from cslr.datasets.shards import ShardChanged
+
+    data = _data_copy(tiny_data, tmp_path)
+    f = data / "train-000002.tar"
+    b = bytearray(f.read_bytes())
+    b[-1] ^= 1  # in the tar's end blocks: every sample still reads
+    f.write_bytes(bytes(b))
+    loader = _train_loader(data, workers)
+    with pytest.raises(Exception) as e:
+        for _ in loader:
+            pass
+    assert isinstance(e.value, ShardChanged) or "ShardChanged" in str(e.value), e.value
+    assert "train-000002.tar: sha256 differs" in str(e.value)
+
+
+def test_unchanged_shards_stream_identically_with_the_check(tiny_data):
+    from cslr.datasets.shards import iter_shard
+
+    m = json.loads((tiny_data / "manifest.json").read_text())
+    for e in m["splits"]["train"]["shards"]:
+        a = list(iter_shard(tiny_data / e["name"]))
+        assert a == list(iter_shard(tiny_data / e["name"], e["sha256"]))
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "int64", "bool", "complex64"])
+def test_pose_of_a_non_float_dtype_is_a_named_bad_sample(dtype):
+    """Defect 8: pose arrays of any dtype were accepted (ints cast silently to landmark coordinates)."""
+    import io
+
+    import numpy as np
+
+    from cslr.datasets.shards import BadSample, npy_shape
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 543, 3), dtype=dtype))
+    with pytest.raises(BadSample, match=f"pose.npy: dtype {np.dtype(dtype)}, expected float16"):
+        npy_shape(buf.getvalue())
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 543, 3), dtype="float16"))
+    assert npy_shape(buf.getvalue()) == (4, 543, 3)
+
+
+# ---------------------------------------------------------------------------------------------- properties
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_GLOSS = st.text(alphabet=st.sampled_from("ABCDEFGHIKLMNORSTUZ-_02+"), min_size=1, max_size=12)
+_FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@_FAST
+@given(hyps=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True), st.lists(_GLOSS, max_size=6),
+                            max_size=5), bom=st.booleans())
+def test_ctm_written_then_read_is_the_same(tmp_path, hyps, bom):
+    from cslr.eval.wer import read_ctm, write_ctm
+
+    f = tmp_path / "h.ctm"
+    write_ctm(f, hyps)
+    if bom:
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    assert read_ctm(f) == {k: v for k, v in hyps.items() if v}
+
+
+@_FAST
+@given(refs=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True),
+                            st.tuples(st.from_regex(r"signer0[0-9]", fullmatch=True), st.lists(_GLOSS, max_size=6)),
+                            max_size=5))
+def test_stm_written_then_read_is_the_same(tmp_path, refs):
+    from cslr.eval.wer import read_stm, write_stm
+
+    f = tmp_path / "r.stm"
+    write_stm(f, refs)
+    assert read_stm(f) == refs
+
+
+@_FAST
+@given(text=st.text(max_size=200))
+def test_ctm_parser_on_any_text_returns_or_names_the_file(tmp_path, text):
+    from cslr.eval.wer import read_ctm
+
+    f = tmp_path / "x.ctm"
+    f.write_bytes(text.encode("utf-8", "replace"))
+    try:
+        out = read_ctm(f)
+    except ValueError as e:
+        assert str(f) in str(e)
+    else:
+        assert all(isinstance(w, str) and w for ws in out.values() for w in ws)
+
+
+@settings(max_examples=200, deadline=None)
+@given(glosses=st.lists(_GLOSS, max_size=10), protocol=st.sampled_from(["phoenix2014", "phoenix2014T", "plain"]))
+def test_protocol_normaliser_is_idempotent_and_never_empty_for_phoenix(glosses, protocol):
+    from cslr.eval.wer import EMPTY, normalize_hypothesis, score
+
+    once = normalize_hypothesis(glosses, protocol)
+    assert normalize_hypothesis(once, protocol) == once
+    if protocol != "plain":
+        assert once and (once == [EMPTY] or EMPTY not in once)
+    # a hypothesis equal to its reference scores 0 % after normalisation
+    res = score({"v": once}, {"v": ("s", once)}, protocol=protocol)
+    assert res.sub == res.dele == res.ins == 0
+
+
+@_FAST
+@given(data=st.binary(max_size=4096), keep=st.integers(0, 4096))
+def test_shard_reader_on_random_bytes_raises_only_read_errors(tmp_path, data, keep):
+    """Random bytes, or a real shard cut anywhere: samples or one of the errors the loader counts, never another."""
+    import tarfile
+
+    from cslr.datasets.shards import iter_shard
+    from cslr.datasets.writer import tar_bytes
+
+    real, _, _ = tar_bytes([{"__key__": "k1", "gloss.txt": b"A B"}, {"__key__": "k2", "gloss.txt": b"C"}])
+    for blob in (data, real[:keep], real[:keep] + data):
+        f = tmp_path / "s.tar"
+        f.write_bytes(blob)
+        try:
+            samples = list(iter_shard(f))
+        except (OSError, tarfile.TarError, ValueError, EOFError):
+            continue
+        assert all("__key__" in s for s in samples)

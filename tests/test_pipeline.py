@@ -224,7 +224,9 @@ def test_strict_raises_with_key_and_shard(tmp_path):
 
 def test_bad_shard_counted_or_raised(tmp_path):
     root = make_toy_dataset(tmp_path, 3, 2, frames=(4, 6), size=8)
-    (root / "train-000001.tar").write_bytes(b"this is not a tar file" * 100)
+    bad = root / "train-000001.tar"
+    size = bad.stat().st_size
+    bad.write_bytes((b"this is not a tar file" * size)[:size])  # unreadable, same size (a changed size: refused)
     loader = build_loader(_cfg(root, image_size=8), "train", _vocab(root), train=True)
     keys = {k for b in loader for k in b["keys"]}
     assert keys == set(_all_keys(root)) - {"train_01_000", "train_01_001"}

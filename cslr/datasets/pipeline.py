@@ -71,7 +71,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from . import augment
 from .schema import GLOSS, META, NUM_LANDMARKS, POSE, REQUIRED_MEMBERS, RGB, SchemaError, decode_pose, unpack_jpegs
 from .collate import collate, decode_jpegs
-from .shards import BadSample, check_jpegs, ctc_min_length, iter_shard, npy_shape
+from .shards import BadSample, ShardChanged, check_jpegs, check_shard_files, ctc_min_length, iter_shard, npy_shape
 from .soft_targets import SoftTargetError, check_sidecars, check_soft_members, decode_soft, zip_sidecar
 from .vocab import Vocabulary
 from .writer import load_manifest
@@ -136,7 +136,6 @@ class _Item:
 @dataclass
 class _Spec:
     """Everything a stream needs (pickled to the workers)."""
-
     cfg: DataConfig
     data_dir: Path
     split: str
@@ -153,6 +152,7 @@ class _Spec:
     start: int = 0                  # batches of the epoch already done (train)
     soft_dir: Path | None = None    # soft-target sidecar folder zipped with the data shards (None: off)
     soft_k: int = 0                 # labels per frame in the sidecars (for the placeholder row)
+    sha256: dict = dataclasses.field(default_factory=dict)  # shard name -> the manifest's sha256 (checked as read)
 
     @property
     def num_streams(self) -> int:
@@ -243,14 +243,14 @@ class _Stream:
         """Raw samples of one shard; a shard that is missing, broken or short is reported by name."""
         n = 0
         try:
-            samples = iter_shard(self.spec.data_dir / name)
+            samples = iter_shard(self.spec.data_dir / name, self.spec.sha256.get(name))
             if self.spec.soft_dir is not None:
                 samples = zip_sidecar(samples, self.spec.soft_dir / name)
             for sample in samples:
                 n += 1
                 yield sample
         except (OSError, tarfile.TarError, ValueError, EOFError) as e:
-            if isinstance(e, SoftTargetError):  # soft targets that do not match the data: fail, never skip
+            if isinstance(e, (SoftTargetError, ShardChanged)):  # data not as prepared: fail, never skip
                 raise
             self.report(name, name, "bad_shard", f"unreadable after {n} samples ({e})")
             return
@@ -432,7 +432,6 @@ class StreamLoader:
         self.spec = spec
         self.epoch = 0
         self.batches_done = 0
-        self.listed_keys: list[str] = []  # the split's keys as the manifest lists them (build_loader)
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -550,6 +549,7 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in [0, {world_size})")
     entry = manifest["splits"][split]
+    sha256 = check_shard_files(Path(cfg.data), entry["shards"], require=train)
     shards = [(s["name"], int(s["count"])) for s in entry["shards"]]
     num_samples = sum(c for _, c in shards)
     if num_samples == 0:
@@ -565,9 +565,9 @@ def build_loader(cfg: DataConfig, split: str, vocab: Vocabulary, *, train: bool,
     spec = _Spec(cfg=cfg, data_dir=Path(cfg.data), split=split, shards=shards, vocab=vocab,
                  output_length=output_length, train=train, rank=rank, world_size=world_size,
                  num_batches=math.ceil(num_samples / (world_size * b)) if train else None,
-                 pose_landmarks=pose_landmarks, num_frames=num_frames, soft_dir=soft_dir, soft_k=soft_k)
+                 pose_landmarks=pose_landmarks, num_frames=num_frames, soft_dir=soft_dir, soft_k=soft_k, sha256=sha256)
     loader = StreamLoader(spec)
-    loader.listed_keys = [k for s in entry["shards"] for k in s.get("keys", [])]  # manifest order, for accounting
+    loader.listed_keys = [k for s in entry["shards"] for k in s.get("keys", [])]  # the split's keys: accounting
     return loader
 
 

@@ -184,6 +184,10 @@ def check_sidecars(soft_dir: str | os.PathLike, data_manifest: dict, split: str,
         if side["data_sha256"] != entry["sha256"] or side["count"] != entry["count"]:
             raise SoftTargetError(f"{where}: sidecar {entry['name']} was generated from other data (data shard "
                                   f"checksum or count differs); regenerate the soft targets")
+        f = Path(soft_dir) / entry["name"]
+        if f.is_file() and "bytes" in side and f.stat().st_size != side["bytes"]:
+            raise SoftTargetError(f"{f}: {f.stat().st_size} bytes, {where} says {side['bytes']}: the sidecar shard "
+                                  "changed after generation (copied from another soft-target folder?)")
     return int(sm["topk"]) or int(sm["vocab_size"])
 
 
@@ -192,7 +196,9 @@ def zip_sidecar(samples: Iterable[dict], sidecar: Path) -> Iterator[dict]:
     name = sidecar.name
     if not sidecar.is_file():
         raise SoftTargetError(f"data shard {name}: no sidecar shard {sidecar} (soft targets incomplete?)")
-    soft_iter = iter_shard(sidecar)
+    # Its sha256 is checked as it streams (a sidecar of the same size from another folder, e.g. another T).
+    side = ((read_json_record(sidecar.parent / MANIFEST) or {}).get("shards") or {}).get(name) or {}
+    soft_iter = iter_shard(sidecar, side.get("sha256"))
 
     def next_soft(after: str):
         try:
