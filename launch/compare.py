@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cslr.eval.lm import add_lm_args
 from cslr.recipes.compare import compare, parse_entries
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8, help="clips per batch in the batched speed runs (default 8)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per speed figure (default 5)")
     p.add_argument("--no_onnx", action="store_true", help="skip the ONNX Runtime measurement")
+    add_lm_args(p)
     args = p.parse_args(argv)
     for flag in ("beam", "threads", "image_size", "frames", "batch", "repeats"):
         if getattr(args, flag) < 1:

@@ -1,6 +1,7 @@
 """Score a trained model on a split with the official WER: breakdown, CTM of hypotheses, per-signer table.
 
     python launch/evaluate.py --checkpoint runs/teacher/best_model.pth --split test [--data DIR] [--beam 10]
+    python launch/evaluate.py --checkpoint ... --split test --lm lm.arpa     # shallow fusion, weights tuned on dev
     accelerate launch --num_processes 8 launch/evaluate.py --checkpoint ... --split dev   # across GPUs
 
 Writes <out>/<split>_hyp.ctm and <out>/<split>_wer.json (out defaults to the checkpoint's folder).
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.eval.wer import PROTOCOLS, score, write_ctm
 from cslr.io import atomic_write_json
 from cslr.trainer.runtime import make_accelerator
@@ -29,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--protocol", default="", choices=["", *PROTOCOLS], help="default: from the data")
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint)")
+    add_lm_args(p)
     p.add_argument("--allow_incomplete", action="store_true",
                    help="score the videos that were read even if some listed ones could not be (else an error)")
     args = p.parse_args(argv)
@@ -40,6 +43,7 @@ def main(argv=None) -> int:
     try:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,
                                                              args.num_workers, splits=(args.split,))
+        lm, lm_weight, word_bonus = lm_from_args(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -47,7 +51,8 @@ def main(argv=None) -> int:
     acc = make_accelerator()
     model.to(acc.device)
     coverage = []
-    hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam, coverage=coverage)
+    hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam, coverage=coverage, lm=lm,
+                              lm_weight=lm_weight, word_bonus=word_bonus)
     try:
         coverage[0].check(args.allow_incomplete, "--allow_incomplete")
     except ValueError as e:
@@ -60,9 +65,12 @@ def main(argv=None) -> int:
         write_ctm(out / f"{args.split}_hyp.ctm", hyps)
         d = result.as_dict()
         atomic_write_json(out / f"{args.split}_wer.json", {**d, "checkpoint": str(args.checkpoint), "beam": args.beam,
-                                                          "protocol": protocol, "coverage": coverage[0].as_dict()})
+                                                          "protocol": protocol, "coverage": coverage[0].as_dict(),
+                                                          "lm": args.lm or None, "lm_weight": lm_weight,
+                                                          "word_bonus": word_bonus})
         print(f"{args.split} WER {d['wer']:.2f}% (S {d['sub']}, D {d['dele']}, I {d['ins']}, N {d['num_ref_words']}, "
-              f"{coverage[0].text()}, beam {args.beam}, protocol {protocol})")
+              f"{coverage[0].text()}, beam {args.beam}, protocol {protocol}"
+              f"{f', LM {args.lm} weight {lm_weight:g} bonus {word_bonus:g}' if lm is not None else ''})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")
     return 0

@@ -267,3 +267,46 @@ def test_tune_lm_cli_and_decode_split_with_an_lm(tmp_path, tiny_data):
     assert zero == plain
     strong = decode_split(acc, model, vocab, data_cfg, "dev", "phoenix2014", 3, lm=lm, lm_weight=5.0, word_bonus=0.0)
     assert strong[1] == plain[1] and strong[0].keys() == plain[0].keys()
+
+
+def test_lm_flags_of_evaluate_compare_and_the_trainer(tmp_path, tiny_data):
+    """--lm on evaluate.py, compare.py and the trainer's final test: weights 0 give plain beam search's WER exactly;
+    the LM and its weights are recorded; a bad --lm stops the trainer before any training, naming the file."""
+    from conftest import save_untrained
+
+    ck = save_untrained(tiny_data, tmp_path / "ck", randomise=True)
+    lm_path = tmp_path / "lm.arpa"
+    check_ok(run_cmd([sys.executable, "launch/train_lm.py", "--data", str(tiny_data), "--out", str(lm_path)]))
+    common = [sys.executable, "launch/evaluate.py", "--checkpoint", str(ck), "--split", "dev", "--beam", "3",
+              "--num_workers", "0"]
+    check_ok(run_cmd([*common, "--out", str(tmp_path / "plain")]))
+    check_ok(run_cmd([*common, "--out", str(tmp_path / "zero"), "--lm", str(lm_path), "--lm_weight", "0",
+                      "--word_bonus", "0"]))
+    fused = run_cmd([*common, "--out", str(tmp_path / "fused"), "--lm", str(lm_path), "--lm_weight", "2",
+                     "--word_bonus", "0.5"])
+    check_ok(fused)
+    plain, zero, strong = (json.loads((tmp_path / d / "dev_wer.json").read_text()) for d in ("plain", "zero", "fused"))
+    assert zero["wer"] == plain["wer"] and plain["lm"] is None and zero["lm"] == str(lm_path)
+    assert strong["lm_weight"] == 2.0 and strong["word_bonus"] == 0.5 and "LM " in fused.stdout
+    # no weights given and none tuned: a clear error naming the LM
+    untuned = run_cmd([*common, "--out", str(tmp_path / "x"), "--lm", str(lm_path)])
+    assert untuned.returncode == 2 and "no fusion weights" in untuned.stderr and "tune_lm.py" in untuned.stderr
+
+    out = tmp_path / "compare"
+    check_ok(run_cmd([sys.executable, "launch/compare.py", "--model", f"m={ck}", "--out", str(out), "--beam", "3",
+                      "--lm", str(lm_path), "--lm_weight", "0", "--word_bonus", "0", "--image_size", "32",
+                      "--frames", "8", "--repeats", "1", "--batch", "2", "--num_workers", "0", "--threads", "1",
+                      "--no_onnx"]))
+    compared = json.loads((out / "compare.json").read_text())
+    assert compared["models"]["m"]["dev_wer"] == plain["wer"] and compared["settings"]["lm"] == str(lm_path)
+
+    train = [sys.executable, "launch/teacher.py", "--data", str(tiny_data), "--arch", "teacher_tiny", "--image_size",
+             "32", "--batch_size", "4", "--num_workers", "0", "--epochs", "1", "--max_steps", "2", "--report_to",
+             "none", "--beam_width", "3"]
+    bad = run_cmd([*train, "--output_dir", str(tmp_path / "bad"), "--lm", str(tmp_path / "none.arpa")])
+    assert bad.returncode == 2 and "none.arpa" in bad.stderr and not (tmp_path / "bad" / "checkpoints").exists()
+    check_ok(run_cmd([*train, "--output_dir", str(tmp_path / "run"), "--lm", str(lm_path), "--lm_weight", "1.5",
+                      "--word_bonus", "0"]))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["test_lm"] == {"path": str(lm_path), "lm_weight": 1.5, "word_bonus": 0.0}
+    assert res["test_wer"] is not None

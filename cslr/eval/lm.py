@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from cslr.datasets.vocab import BLANK_ID, Vocabulary
+from cslr.datasets.vocab import Vocabulary
 from cslr.io import atomic_write_bytes, atomic_write_json
 
 from .wer import reference_from_annotation
@@ -437,6 +437,19 @@ def fusion_weights(lm: NGramLM | None, lm_weight: float | None = None, word_bonu
         raise ValueError(f"{lm.name}: no fusion weights: pass --lm_weight and --word_bonus, or run launch/tune_lm.py "
                          f"to write {weights_path(lm.source or 'LM')}")
     return float(a), float(b)
+
+
+def add_lm_args(parser) -> None:
+    """--lm PATH [--lm_weight A] [--word_bonus B] on a command line (evaluate.py, compare.py, recognize.py)."""
+    parser.add_argument("--lm", default="", help="ARPA gloss LM for shallow fusion in the beam search (launch/train_lm.py)")
+    parser.add_argument("--lm_weight", type=float, default=None, help="default: the LM's tuned weights (tune_lm.py)")
+    parser.add_argument("--word_bonus", type=float, default=None, help="default: the LM's tuned weights (tune_lm.py)")
+
+
+def lm_from_args(args) -> tuple[NGramLM | None, float, float]:
+    """The flags of `add_lm_args` -> (LM or None, lm_weight, word_bonus); errors name the file."""
+    lm = load_lm(args.lm) if args.lm else None
+    return (lm, *fusion_weights(lm, args.lm_weight, args.word_bonus))
 
 
 # --------------------------------------------------------------------------------- the fusion interface

@@ -33,6 +33,7 @@ import torch
 from cslr.bench.context import cpu_info
 from cslr.bench.timing import cpu_threads, fps_stats
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.eval.lm import lm_from_args
 from cslr.eval.wer import score
 from cslr.io import atomic_write_json
 from cslr.models import export
@@ -163,9 +164,11 @@ def safe(name: str) -> str:
 # ------------------------------------------------------------------------------------------------ WER
 
 
-def measure_wer(acc, loaded: tuple, row: dict, args) -> None:
-    """dev_wer / test_wer of the model in `row` (null with a note when its data has no such split)."""
+def measure_wer(acc, loaded: tuple, row: dict, args, fusion: tuple = (None, 0.0, 0.0)) -> None:
+    """dev_wer / test_wer of the model in `row` (null with a note when its data has no such split); `fusion`:
+    (LM, lm_weight, word_bonus) of `--lm`, the same for every model."""
     model, vocab, ck, data_cfg, manifest = loaded
+    lm, lm_weight, word_bonus = fusion
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
     row["protocol"] = protocol
     model.to(acc.device)
@@ -176,7 +179,7 @@ def measure_wer(acc, loaded: tuple, row: dict, args) -> None:
             log(f"  {split}: no such split in {data_cfg.data}")
             continue
         hyps, refs = decode_split(acc, model, vocab, data_cfg, split, protocol, args.beam,
-                                  desc=f"{row['name']} {split}")
+                                  desc=f"{row['name']} {split}", lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
         row[f"{split}_wer"] = score(hyps, refs, protocol=protocol).wer
         log(f"  {split} WER {row[f'{split}_wer']:.2f}% ({len(hyps)} videos, beam {args.beam})")
     model.to("cpu")
@@ -301,14 +304,15 @@ def plot(result: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def settings(args, acc) -> dict:
+def settings(args, acc, fusion: tuple = (None, 0.0, 0.0)) -> dict:
     try:
         import onnxruntime
 
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
-    return {"beam": args.beam, "threads": args.threads, "image_size": args.image_size, "frames": args.frames,
+    return {"beam": args.beam, "lm": args.lm or None, "lm_weight": fusion[1], "word_bonus": fusion[2],
+            "threads": args.threads, "image_size": args.image_size, "frames": args.frames,
             "batch": args.batch, "repeats": args.repeats, "warmup": 1, "data": args.data or None,
             "eval_device": str(acc.device), **cpu_info(), "cpu_count": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -323,6 +327,10 @@ def compare(args: argparse.Namespace, entries: list[Entry]) -> int:
         for e in entries:
             loaded[id(e)] = load_for_eval(e.path, args.data, args.eval_batch_size, args.num_workers)
             e.name = e.name or default_name(loaded[id(e)][2]["model_name"], e.path)
+        fusion = lm_from_args(args)
+        if fusion[0] is not None:
+            for e in entries:  # the LM must fit every model's vocabulary
+                fusion[0].bind(loaded[id(e)][1], args.protocol or loaded[id(e)][4].get("protocol", "phoenix2014"))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -340,10 +348,10 @@ def compare(args: argparse.Namespace, entries: list[Entry]) -> int:
             "size_mb": e.path.stat().st_size / 1e6, "weights_mb": weights_mb(model)}
         log(f"[{i}/{len(entries)}] {e.name} ({e.role}, {e.path}): {row['num_parameters'] / 1e6:.3f} M parameters, "
             f"checkpoint {row['size_mb']:.2f} MB, fp32 weights {row['weights_mb']:.2f} MB")
-        measure_wer(acc, loaded[id(e)], row, args)
+        measure_wer(acc, loaded[id(e)], row, args, fusion)
         measure_speed(model, row, args, out / "onnx")
     reference = next((e.name for e in entries if e.role == "teacher"), entries[0].name)
-    result = {"models": rows, "settings": settings(args, acc), "reference": reference,
+    result = {"models": rows, "settings": settings(args, acc, fusion), "reference": reference,
               "ratios": ratios(rows, reference)}
     atomic_write_json(out / "compare.json", result)
     (out / "compare.md").write_text(markdown(result))

@@ -27,11 +27,12 @@ from cslr.datasets.synthetic import cached_corpus
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest
 from cslr.eval.evaluate import evaluate_loader, split_coverage
+from cslr.eval.lm import fusion_weights, load_lm
 from cslr.eval.wer import score, write_ctm
 from cslr.io import atomic_write_bytes, atomic_write_json
 from cslr.models.checkpoint import build_model, load_pretrained_backbone, model_from_checkpoint
 from cslr.trainer.checkpoint import CheckpointError, find_resume, list_checkpoints
-from cslr.trainer.config import TrainConfig, build_arg_parser, plain_dict, resolve, save_yaml
+from cslr.trainer.config import TrainConfig, build_arg_parser, fusion_flags, plain_dict, resolve, save_yaml
 from cslr.trainer.report import flat_config, setup_logging, wandb_mode_note
 from cslr.trainer.runtime import bf16_supported, make_accelerator, shutdown_distributed
 from cslr.trainer.trainer import Trainer
@@ -112,6 +113,7 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
     manifest = load_manifest(data_dir)
     vocab = Vocabulary.load(data_dir / "vocab.txt")
     protocol = cfg.run.protocol or manifest.get("protocol", "phoenix2014")
+    load_fusion(cfg, vocab, protocol)  # a bad --lm fails now, not after training
     model, meta = build_model(cfg.model, len(vocab))
     if cfg.model.pretrained:
         n = load_pretrained_backbone(model, cfg.model.pretrained)  # an error for a model without such a backbone
@@ -186,22 +188,36 @@ def test_best(cfg: TrainConfig, acc, trainer: Trainer, vocab: Vocabulary, protoc
     best_model, _, _ = model_from_checkpoint(out / "best_model.pth")
     best_model.to(acc.device)
     loader = build_loader(cfg.data, "test", vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
+    lm, (lm_weight, word_bonus) = load_fusion(cfg, vocab, protocol)
     hyps, refs = evaluate_loader(acc, best_model, loader, vocab, protocol, cfg.run.beam_width, trainer.forward,
-                                 desc="test (beam)")
+                                 desc="test (beam)", lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
     coverage = split_coverage(acc, loader, hyps)
     trainer.log_unknown("test", loader)
     coverage.check(cfg.run.allow_incomplete_eval)
     if not coverage.complete:
         logger.warning("test WER over an INCOMPLETE test split: %s", coverage.text())
     result = score(hyps, refs, protocol=protocol)
-    test = {**result.as_dict(), "coverage": coverage.as_dict()}
+    test = {**result.as_dict(), "coverage": coverage.as_dict(),
+            "lm": {"path": cfg.run.lm, "lm_weight": lm_weight, "word_bonus": word_bonus} if lm is not None else None}
     if acc.is_main_process:
         write_ctm(out / "test_hyp.ctm", hyps)
-        logger.info("Test WER (best model, epoch %s, beam %d): %.2f%% (S %d, D %d, I %d, N %d; %s)\n%s",
-                    trainer.state.best_epoch, cfg.run.beam_width, test["wer"], test["sub"], test["dele"],
+        logger.info("Test WER (best model, epoch %s, beam %d%s): %.2f%% (S %d, D %d, I %d, N %d; %s)\n%s",
+                    trainer.state.best_epoch, cfg.run.beam_width,
+                    f", LM {cfg.run.lm} weight {lm_weight:g} bonus {word_bonus:g}" if lm is not None else "", test["wer"], test["sub"], test["dele"],
                     test["ins"], test["num_ref_words"], coverage.text(), result.format_table())
     acc.log({"test/wer": test["wer"]}, step=trainer.state.global_step)
     return test
+
+
+def load_fusion(cfg: TrainConfig, vocab: Vocabulary, protocol: str):
+    """The --lm of the run and its fusion weights (the flags, else those tuned beside it) -> (lm or None, (a, b));
+    an LM that cannot be read, has no weights or does not fit the vocabulary is an error naming the file."""
+    if not cfg.run.lm:
+        return None, (0.0, 0.0)
+    lm = load_lm(cfg.run.lm)
+    weights = fusion_weights(lm, *fusion_flags(cfg.run))
+    lm.bind(vocab, protocol)  # checks the vocabulary now rather than after training
+    return lm, weights
 
 
 def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
@@ -212,7 +228,7 @@ def write_results(path: Path, trainer: Trainer, test: dict | None) -> dict:
         "best_epoch": st.best_epoch, "best_dev_wer": st.best_dev_wer,
         "test_wer": test["wer"] if test else None, "test_sub": test["sub"] if test else None,
         "test_del": test["dele"] if test else None, "test_ins": test["ins"] if test else None,
-        "test_num_ref_words": test["num_ref_words"] if test else None,
+        "test_num_ref_words": test["num_ref_words"] if test else None, "test_lm": test["lm"] if test else None,
         "test_per_signer": test["per_signer"] if test else None,
         "epochs_run": len(st.history), "global_steps": st.global_step, "wall_time_s": wall_time_s,
         "train_time_s": st.train_time_s, "num_parameters": trainer.num_parameters,

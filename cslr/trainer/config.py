@@ -54,6 +54,9 @@ class RunConfig:
     max_steps: int = 0              # stop after this many optimizer steps (0: no limit; tests and smoke runs)
     synthetic_preset: str = "small" # used when `data` is empty: the built-in corpus, prepared into the cache
     protocol: str = ""              # WER protocol; empty: from the data manifest
+    lm: str = ""                    # gloss n-gram LM (ARPA, launch/train_lm.py) fused into the final test's beam search
+    lm_weight: str = ""             # a number; empty: the weights launch/tune_lm.py wrote beside the LM (tuned on dev)
+    word_bonus: str = ""            # a number; empty: as lm_weight
     allow_incomplete_eval: bool = False  # score dev/test even if some listed videos could not be read (never "best")
 
 
@@ -230,12 +233,28 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.run.beam_width >= 0, f"--beam_width must be >= 0, not {cfg.run.beam_width}"),
         (cfg.run.protocol in ("", *PROTOCOLS), f"--protocol must be one of {', '.join(PROTOCOLS)} (or empty: the "
                                                f"data's), not {cfg.run.protocol!r}"),
+        (_optional_float(cfg.run.lm_weight) and _optional_float(cfg.run.word_bonus),
+         f"--lm_weight and --word_bonus must be numbers or empty, not {cfg.run.lm_weight!r} / {cfg.run.word_bonus!r}"),
+        (not cfg.run.lm or Path(cfg.run.lm).is_file(), f"--lm {cfg.run.lm}: no such file"),
+        (cfg.run.beam_width > 1 or not cfg.run.lm, "--lm needs beam search: --beam_width > 1"),
         (cfg.run.resume in ("", "auto") or Path(cfg.run.resume).is_dir(),
          f"--resume must be auto, a checkpoint folder or empty; {cfg.run.resume!r} is not a folder"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
+
+
+def _optional_float(text: str) -> bool:
+    try:
+        return text == "" or float(text) == float(text)  # not NaN
+    except ValueError:
+        return False
+
+
+def fusion_flags(run: RunConfig) -> tuple[float | None, float | None]:
+    """--lm_weight / --word_bonus as numbers, None where empty (then the LM's tuned weights apply)."""
+    return (float(run.lm_weight) if run.lm_weight else None, float(run.word_bonus) if run.word_bonus else None)
 
 
 def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
