@@ -34,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from cslr.io import atomic_write_json, sha256_file
+from cslr.models.checkpoint import safe_load
 
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "checkpoint.json"
@@ -222,12 +223,13 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
 
 
 def _torch_file(path: Path):
+    """A torch file of plain tensors (`weights_only`, nothing executed), its errors as CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not loadable as plain tensors ({e})") from e
+        return safe_load(path, what="checkpoint file", kind="file of plain tensors")
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(str(e)) from e
 
 
 def load_checkpoint(accelerator, model, optimizer, path: str | os.PathLike) -> dict:
