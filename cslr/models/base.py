@@ -10,6 +10,9 @@ class StreamsConfig:
     MODALITIES: tuple[str, ...] = ()
 
     def check_classes_and_streams(self) -> None:
+        """Called by the subclass's __post_init__ (YAML and checkpoints give lists where tuples are meant)."""
+        if hasattr(self, "pose_parts"):
+            self.pose_parts = tuple(self.pose_parts)
         name = type(self).__name__
         if self.modality not in self.MODALITIES:
             raise ValueError(f"{name}.modality {self.modality!r}: choose from {self.MODALITIES}")

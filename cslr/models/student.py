@@ -79,7 +79,6 @@ class StudentConfig(StreamsConfig):
     aux_heads: bool = True
 
     def __post_init__(self):
-        self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
         self.check_classes_and_streams()
         for name, value, choices in (("backbone", self.backbone, BACKBONES), ("head", self.head, HEADS)):
             if value not in choices:

@@ -58,7 +58,6 @@ class TeacherConfig(StreamsConfig):
     aux_heads: bool = True
 
     def __post_init__(self):
-        self.pose_parts = tuple(self.pose_parts)  # YAML gives lists
         self.check_classes_and_streams()
 
 
