@@ -2,7 +2,7 @@
 
     python launch/recognize.py --checkpoint runs/student/best_model.pth clip.mp4 [more.mp4 ...]
     python launch/recognize.py --checkpoint student.onnx clip.mp4 --ctm out.ctm --json out.json --threads 2
-    python launch/recognize.py --checkpoint best_model.pth clip.mp4 --stream [--window 40 --hop 16]
+    python launch/recognize.py --checkpoint best_model.pth clip.mp4 --stream [--window 32 --hop 8]
 
 Prints `VIDEO: GLOSS ...` per video on stdout (with --stream, the settled glosses as they come first) and the timings
 on stderr. Exit status 2 with a message naming the file for a video, model or option it cannot use.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cslr.io import atomic_write_json
 
-SUITES = ("loader", "train", "student", "softtargets")
+SUITES = ("loader", "train", "student", "softtargets", "recognize")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ TARGETS = (
     Target("student.best_wer_delta", "abs<=", 1.0, "student runtime's dev WER within 1 point of fp32 PyTorch"),
     Target("softtargets.topk_size_ratio", ">=", 50.0, "top-K soft targets >= 50x smaller than dense fp32"),
     Target("softtargets.topk_wer_delta", "abs<=", 0.5, "KD student from top-K within 0.5 WER points of dense fp32"),
+    Target("recognize.rgb_fps", ">=", 75.0, "RGB-only student, video file to glosses, >= 75 frames/s on 2 threads"),
+    Target("recognize.stream_latency_s", "<=", 1.5, "streaming: a gloss printed within 1.5 s of its last frame"),
 )
 
 
