@@ -1,4 +1,5 @@
-"""Benchmarks: loader vs per-frame PNG, training step and data wait, student inference runtimes, soft-target sizes.
+"""Benchmarks: loader vs per-frame PNG, training step and data wait, student inference runtimes, soft-target sizes,
+recognition of a video end to end (launch/recognize.py: stages, frames/s, streaming latency).
 
     python launch/benchmark.py                                      # every suite -> bench/
     python launch/benchmark.py --suite loader,student --out bench_cpu
