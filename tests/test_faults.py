@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -421,6 +422,145 @@ def test_pose_of_a_non_float_dtype_is_a_named_bad_sample(dtype):
     buf = io.BytesIO()
     np.save(buf, np.zeros((4, 543, 3), dtype="float16"))
     assert npy_shape(buf.getvalue()) == (4, 543, 3)
+
+
+# ---------------------------------------------------------------------------------------------- converters
+def _phoenix_tree(tmp_path: Path, videos: int = 3, frames: int = 5):
+    from phoenix_fixtures import RELEASE, Video, build_tree
+
+    tree = {s: [Video(f"{s}-{i}", "REGEN WIND", num_frames=frames) for i in range(videos)]
+            for s in ("train", "dev", "test")}
+    return build_tree(tmp_path / RELEASE["phoenix2014"], "phoenix2014", tree).parent, tree
+
+
+@pytest.mark.parametrize("value, dtype", [(1e6, "float32"), (-7e4, "float64"), (float("inf"), "float32"),
+                                          (100_000, "int32")])
+def test_pose_beyond_float16_range_is_skipped_naming_the_file(tmp_path, value, dtype):
+    """Defect 8: the converter cast such landmarks to float16 with only a RuntimeWarning: inf in the shard."""
+    import warnings
+
+    import numpy as np
+
+    from cslr.datasets.phoenix import ConversionError, convert
+    from phoenix_fixtures import write_poses
+
+    release, tree = _phoenix_tree(tmp_path)
+    for split, videos in tree.items():
+        write_poses(tmp_path / "pose", split, videos)
+    bad = tmp_path / "pose" / "dev" / "dev-1.npy"
+    pose = np.nan_to_num(np.load(bad)).astype(dtype)  # no NaN in an int array
+    pose[2, 7, 0] = value
+    np.save(bad, pose)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning: overflow
+        manifest = convert("phoenix2014", release, tmp_path / "out", pose_dir=tmp_path / "pose", workers=1,
+                           progress=False)
+    (skip,) = manifest["skipped"]["dev"]
+    assert skip["id"] == "dev-1" and str(bad) in skip["reason"] and "float16" in skip["reason"], skip
+    assert manifest["splits"]["dev"]["num_samples"] == 2 and manifest["splits"]["train"]["num_samples"] == 3
+    with pytest.raises(ConversionError, match=f"video dev-1: pose out of float16 range: {re.escape(str(bad))}"):
+        convert("phoenix2014", release, tmp_path / "strict", pose_dir=tmp_path / "pose", workers=1, strict=True,
+                progress=False)
+
+
+def test_16bit_png_frames_are_scaled_to_8bit_not_clipped(tmp_path):
+    """Defect 8: a 16-bit grayscale PNG (PIL mode I;16) was clipped by convert("RGB"): every frame all 255."""
+    import numpy as np
+    from PIL import Image
+
+    from cslr.datasets.phoenix import convert
+    from cslr.datasets.schema import unpack_jpegs
+    from phoenix_fixtures import decode_gray, read_shard
+
+    release, tree = _phoenix_tree(tmp_path, videos=1)
+    folder = next(release.glob("*/features/fullFrame-210x260px/train/train-0/1"))
+    levels = [0, 40, 128, 200, 255]
+    for i, png in enumerate(sorted(folder.glob("*.png"))):
+        Image.fromarray(np.full((26, 21), levels[i] * 257, np.uint16)).save(png)  # 16-bit: v * 257 = v in 8 bits
+        assert Image.open(png).mode == "I;16"
+    manifest = convert("phoenix2014", release, tmp_path / "out", workers=1, progress=False)
+    sample = read_shard(tmp_path / "out" / manifest["splits"]["train"]["shards"][0]["name"])["train-0"]
+    got = [decode_gray(j) for j in unpack_jpegs(sample["rgb.jpgs"])]
+    assert got == pytest.approx(levels, abs=2), got
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_frame_of_unknown_range_is_refused_naming_the_file(tmp_path, mode):
+    """32-bit integer and float images have no fixed range to scale from: a Skip naming the file and the mode."""
+    import numpy as np
+    from PIL import Image
+
+    from cslr.datasets.convert import Skip, read_image
+
+    path = tmp_path / "frame.tif"
+    Image.fromarray(np.full((4, 4), 3, np.int32 if mode == "I" else np.float32), mode).save(path)
+    with pytest.raises(Skip, match=f"unsupported frame: {path}.*mode {mode}"):
+        read_image(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # zombie = dead
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_killed_converter_leaves_no_worker_alive(tmp_path):
+    """Defect 9: after kill -9 of prepare.py its process-pool workers slept forever on the task queue."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import clean_env
+
+    release, _ = _phoenix_tree(tmp_path, videos=30, frames=40)
+    proc = subprocess.Popen([sys.executable, str(REPO / "launch" / "prepare.py"), "phoenix2014", "--root",
+                             str(release), "--out", str(tmp_path / "out"), "--workers", "2", "--shard-size", "1",
+                             "--no-progress"], cwd=REPO, env=clean_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers, deadline = [], time.monotonic() + 120
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            workers = [int(p) for p in children_file.read_text().split()]
+        except OSError:
+            pass
+    assert len(workers) >= 2 and proc.poll() is None, "the converter ended before its workers could be seen"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived the killed converter"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_disk_while_converting_is_one_line_naming_the_shard(tmp_path, monkeypatch, capsys, workers):
+    """Defect 9: ENOSPC while writing a shard ended the converter with a traceback."""
+    from cslr.datasets import writer
+
+    sys.path.insert(0, str(REPO / "launch"))
+    import prepare
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(writer, "atomic_write_bytes", full_disk)  # the shard write (forked workers inherit it)
+    release, _ = _phoenix_tree(tmp_path)
+    out = tmp_path / "out"
+    rc = prepare.main(["phoenix2014", "--root", str(release), "--out", str(out), "--workers", str(workers),
+                       "--shard-size", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(rf"{re.escape(str(out))}/(train|dev|test)-\d{{6}}\.tar: No space left on device", lines[0]), err
 
 
 # ---------------------------------------------------------------------------------------------- properties

@@ -9,27 +9,28 @@ decode one row's frames (a `Corpus`); this module does the rest, identically for
 - a shard is written atomically and followed by a sidecar `.convert/{shard}.json` (its manifest entry and
   skipped rows); a rerun keeps every shard whose file and sidecar both exist and match the rows and settings,
   and rewrites the rest; a sidecar made with other settings is an error rather than a silent mix;
-- a row that cannot be converted (missing or empty frame folder, unreadable frame or video, malformed row, no
-  glosses, missing or unreadable pose file) is skipped, listed in manifest["skipped"] and in the printed
-  summary, or with `strict` is an error naming the row; a pose file whose frame count differs from the
-  frames is always an error (the pose files belong to other data);
+- a row that cannot be converted (missing or empty frame folder, unreadable frame or video, a 32-bit/float
+  image, malformed row, no glosses, missing or unreadable pose file, pose values beyond float16's range) is
+  skipped, listed in manifest["skipped"] and in the printed summary, or with `strict` is an error naming the
+  row; a pose file whose frame count differs from the frames is always an error (the pose files belong to
+  other data); 16-bit grayscale frames are scaled to 8 bits;
+- a write error (a full disk) is a ConversionError naming the file; the pool (pool.py) runs shards in worker
+  processes that exit when the converter is killed;
 - `vocab.txt` holds the glosses of the train split, `manifest.json` the splits, shards, skips and settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
-import multiprocessing as mp
 import os
-import queue as queue_lib
 import re
 import sys
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,6 +42,7 @@ from tqdm import tqdm
 from cslr.io import atomic_write_json, read_json_record
 
 from .landmarks import Holistic
+from .pool import run_pool
 from .posefile import PoseFileError, find_landmark_file, load_landmarks
 from .schema import NUM_LANDMARKS, POSE_LAYOUT, VideoSample
 from .video import VideoError, iter_frames, resample_indices
@@ -51,6 +53,7 @@ SPLITS = ("train", "dev", "test")
 DEFAULT_SHARD_SIZE = 32  # videos: ~45 MB at 260x210, and enough shards for dev/test to spread over ranks x workers
 DEFAULT_JPEG_QUALITY = 90
 STATE_DIR = ".convert"  # per-shard sidecars, for resuming
+F16_MAX = float(np.finfo(np.float16).max)  # 65504: the largest landmark value a shard can hold
 
 
 class ConversionError(ValueError):
@@ -126,10 +129,21 @@ def frame_sort_key(name: str) -> tuple:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file -> uint8 RGB (H, W, 3). Raises Skip naming the file."""
+    """An image file -> uint8 RGB (H, W, 3). Raises Skip naming the file.
+
+    16-bit grayscale (PIL mode "I;16*", e.g. a 16-bit PNG) is scaled to 8 bits (v * 255 / 65535, rounded), which
+    PIL's own convert("RGB") would clip (everything above 255 -> 255); 16-bit RGB(A) PIL already reduces to 8 bits.
+    32-bit integer and float images (modes "I", "F") have no range to scale from and are refused.
+    """
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later
+            if im.mode.startswith("I;16"):
+                gray = (np.asarray(im).astype(np.uint32) * 255 + 32767) // 65535
+                return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise Skip(f"unsupported frame: {path} (mode {im.mode}: 32-bit integer or float pixels, no known "
+                           f"range to scale to 8 bits; store 8- or 16-bit images)")
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:  # PIL raises SyntaxError for some corrupt PNG chunks
         raise Skip(f"unreadable frame: {path} ({e})") from e
@@ -181,6 +195,10 @@ def load_pose(row: Row, pose_dir: Path) -> tuple[Path, np.ndarray]:
         raise Skip(f"unreadable pose file: {e}") from e
     if pose.ndim != 3 or pose.dtype.kind not in "fiu":
         raise ConversionError(f"{path}: pose must be a numeric (T, K, C) array, got {pose.dtype} {pose.shape}")
+    out = ~(np.abs(pose) <= F16_MAX) & ~np.isnan(pose)  # shards store float16: these would become inf
+    if out.any():
+        raise Skip(f"pose out of float16 range: {path}: {int(out.sum())} value(s) beyond +-{F16_MAX:g}, the range "
+                   f"of the shard's float16 (largest {float(np.max(np.abs(pose[out]))):g})")
     return path, pose
 
 
@@ -293,7 +311,8 @@ def convert_shard(job: ShardJob, on_video: Callable[[], None] | None = None) -> 
             skipped.append({"id": row.id, "reason": str(e)})
         if on_video is not None:
             on_video()
-    entry = write_shard(job.out_dir / job.name, samples) if samples else None
+    with writing(job.out_dir / job.name):
+        entry = write_shard(job.out_dir / job.name, samples) if samples else None
     record = {
         "settings": job.settings.as_json(),
         "ids": [r.id for r in job.rows],
@@ -304,8 +323,20 @@ def convert_shard(job: ShardJob, on_video: Callable[[], None] | None = None) -> 
         "pose_layouts": sorted({json.dumps(s.meta["pose_layout"]) for s in samples if "pose_layout" in s.meta}),
     }
     # After the shard: a sidecar exists only next to a complete shard.
-    atomic_write_json(job.sidecar, record)
+    with writing(job.sidecar):
+        atomic_write_json(job.sidecar, record)
     return record
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """An OSError while writing `path` (a full disk, no permission) -> a ConversionError naming it, so that the CLI
+    ends with one line rather than a traceback. A leftover `.tmp-` file is removed by the next run."""
+    try:
+        yield
+    except OSError as e:
+        raise ConversionError(f"cannot write {path}: {e.strerror or e}; finished shards are kept, rerun to "
+                              f"resume") from None
 
 
 def reusable_record(job: ShardJob) -> dict | None:
@@ -328,50 +359,10 @@ def reusable_record(job: ShardJob) -> dict | None:
     return record
 
 
-_progress_queue = None  # set in pool workers: one item per converted video
-
-
-def _init_worker(q) -> None:
-    global _progress_queue
-    _progress_queue = q
-
-
-def _convert_shard_in_worker(job: ShardJob) -> dict:
-    return convert_shard(job, on_video=lambda: _progress_queue.put(1))
-
-
 def run_jobs(jobs: list[ShardJob], workers: int, bar: tqdm) -> dict[tuple[str, int], dict]:
     """Convert shards in a process pool (in this process when workers <= 1) -> {(split, index): record}."""
-    records = {}
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            records[(job.split, job.index)] = convert_shard(job, on_video=lambda: bar.update(1))
-        return records
-    ctx = mp.get_context()
-    q = ctx.Queue()
-
-    def drain():
-        while True:
-            try:
-                bar.update(q.get_nowait())
-            except queue_lib.Empty:
-                return
-
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(q,))
-    try:
-        pending = {pool.submit(_convert_shard_in_worker, job): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            drain()
-            for fut in done:
-                job = pending.pop(fut)
-                records[(job.split, job.index)] = fut.result()  # re-raises a worker's error here
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)  # fail fast; running shards finish atomically
-        raise
-    pool.shutdown()
-    drain()
-    return records
+    records = run_pool(convert_shard, jobs, workers, bar.update)
+    return {(job.split, job.index): record for job, record in zip(jobs, records)}
 
 
 # --------------------------------------------------------------------------------------------- the whole corpus
@@ -491,8 +482,9 @@ def convert_corpus(corpus: Corpus, out_dir: str | os.PathLike, pose_dir: str | o
     _check_args(frame_size, jpeg_quality, shard_size, splits, fps)
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(out_dir)
+    with writing(out_dir / STATE_DIR):
+        (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out_dir)
     settings = Settings(corpus.name, frame_size, jpeg_quality, shard_size, pose_dir is not None or extract_pose,
                         fps, extract_pose)
 
@@ -511,8 +503,10 @@ def convert_corpus(corpus: Corpus, out_dir: str | os.PathLike, pose_dir: str | o
         "frame_size": list(frame_size) if frame_size else None, "jpeg_quality": jpeg_quality,
         "shard_size": shard_size, "splits": list(splits), "strict": strict,
         **({"fps": fps} if fps is not None else {}), **({"extract_pose": True} if extract_pose else {})})
-    vocab.save(out_dir / VOCAB)
-    atomic_write_json(out_dir / MANIFEST, manifest)
+    with writing(out_dir / VOCAB):
+        vocab.save(out_dir / VOCAB)
+    with writing(out_dir / MANIFEST):
+        atomic_write_json(out_dir / MANIFEST, manifest)
     new_frames = sum(records[(j.split, j.index)]["entry"]["frames"] for j in todo
                      if records[(j.split, j.index)]["entry"])
     print_summary(manifest, out_dir, time.perf_counter() - start, reused=len(jobs) - len(todo),
