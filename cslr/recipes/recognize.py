@@ -171,21 +171,16 @@ def load_model(path: str | Path, threads: int = 0, vocab_path: str = "", fps: fl
         raise RecognizeError(f"{path}: model file not found")
     if threads:
         torch.set_num_threads(threads)
-    else:
-        threads = set_cpu_threads()
+    threads = threads or set_cpu_threads()
     try:
         vocab = _vocab_file(vocab_path) if vocab_path else None
     except (FileNotFoundError, ValueError) as e:
         raise RecognizeError(f"--vocab {vocab_path}: {e}") from e
-    if path.suffix == ".onnx":
-        run, meta = _load_onnx(path, threads, vocab)
-    else:
-        run, meta = _load_pytorch(path)
+    run, meta = _load_onnx(path, threads, vocab) if path.suffix == ".onnx" else _load_pytorch(path)
     if vocab is not None and list(vocab.glosses) != list(meta["vocab"]):
         raise RecognizeError(f"{path}: its vocabulary ({len(meta['vocab'])} glosses) is not the one of --vocab "
                              f"{vocab_path} ({len(vocab.glosses)} glosses): a model of another vocabulary")
-    if image_size:
-        meta["image_size"] = int(image_size)
+    meta["image_size"] = int(image_size or meta["image_size"])
     if not meta["image_size"]:
         raise RecognizeError(f"{path}: no crop size known: pass --image_size")
     source = "model"
@@ -491,21 +486,26 @@ class _Streamer:
         before = self.seconds["model"] + self.seconds["ctc_decode"]
         labels, spans = _clip_output(self.dep, x, q, self.seconds, self.decoder)
         self.clock += self.seconds["model"] + self.seconds["ctc_decode"] - before
-        fresh = [(lab, (s0 + a, s1 + a)) for lab, (s0, s1) in zip(labels, spans) if z0 <= s0 + a < z1]
-        for lab, span in fresh:
+        new = 0
+        for lab, (s0, s1) in zip(labels, spans):
+            span = (s0 + a, s1 + a)
+            if not z0 <= span[0] < z1:
+                continue
+            if self.labels and lab == self.labels[-1] and span[0] <= self.spans[-1][1] + OUTPUT_STRIDE:
+                self.spans[-1] = (self.spans[-1][0], max(span[1], self.spans[-1][1]))  # one run seen by two windows
+                continue
             self.labels.append(lab)
             self.spans.append(span)
-            latency = self.clock - (span[1] + 1) / self.dep.fps
-            self.events.append({"gloss": self.dep.vocab.decode([lab])[0], "end_frame": span[1],
-                                "printed_at_s": self.clock, "latency_s": latency, "window": [a, b]})
-        if fresh:
-            self.on_gloss(self.dep.vocab.decode(self.labels), self.clock, self.events[-len(fresh):])
+            new += 1
+            self.events.append({"gloss": self.dep.vocab.decode([lab])[0], "end_frame": span[1], "window": [a, b],
+                                "printed_at_s": self.clock, "latency_s": self.clock - (span[1] + 1) / self.dep.fps})
+        if new:
+            self.on_gloss(self.dep.vocab.decode(self.labels), self.clock, self.events[-new:])
 
     def report(self) -> dict:
         lat = [e["latency_s"] for e in self.events]
-        return {"window": self.W, "hop": self.H, "glosses": self.events,
-                "latency_max_s": max(lat) if lat else None, "latency_mean_s": float(np.mean(lat)) if lat else None,
-                "modelled_end_s": self.clock}
+        return {"window": self.W, "hop": self.H, "glosses": self.events, "modelled_end_s": self.clock,
+                "latency_max_s": max(lat) if lat else None, "latency_mean_s": float(np.mean(lat)) if lat else None}
 
 
 # ------------------------------------------------------------------------------------------------ outputs
