@@ -41,7 +41,6 @@ frame.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -57,7 +56,7 @@ from cslr.datasets.landmarks import Holistic, LandmarkError, holistic_module
 from cslr.datasets.video import VideoError, iter_frames, open_video
 from cslr.datasets.vocab import Vocabulary
 from cslr.eval.decode import beam_search, greedy_decode
-from cslr.eval.lm import fusion_weights, load_lm
+from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.io import atomic_write_bytes, atomic_write_json
 from cslr.models.checkpoint import model_from_checkpoint
 from cslr.models.export import LogProbs, checkpoint_metadata, onnx_session, run_onnx, session_metadata
@@ -530,9 +529,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctm", default="", help="write the glosses with CTC-aligned times here")
     p.add_argument("--json", default="", help="write glosses, times and per-stage timings here")
     p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy unless --lm or --word_bonus)")
-    p.add_argument("--lm", default="", help="ARPA gloss LM for shallow fusion (launch/train_lm.py)")
-    p.add_argument("--lm_weight", type=float, default=None, help="default: the LM's tuned weights")
-    p.add_argument("--word_bonus", type=float, default=None)
+    add_lm_args(p)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: CSLR_CPU_THREADS or all cores)")
     p.add_argument("--pose_stride", type=int, default=1, help="pose models: landmarks every K frames, interpolated")
     p.add_argument("--fps", type=float, default=0.0, help="override the model's frame rate")
@@ -562,8 +559,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         dep = load_model(args.checkpoint, args.threads, args.vocab, args.fps, args.image_size)
         check_pose_support(dep)
-        lm = load_lm(args.lm) if args.lm else None
-        weight, bonus = fusion_weights(lm, args.lm_weight, args.word_bonus)
+        lm, weight, bonus = lm_from_args(args)
         fusion = lm.bind(dep.vocab, dep.meta.get("protocol", "phoenix2014")) if lm is not None else None
     except (RecognizeError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
