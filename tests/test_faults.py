@@ -183,6 +183,102 @@ def test_full_disk_on_save_names_the_checkpoint_and_keeps_the_old_ones(tiny_data
     assert ckpt.find_resume("auto", out / "checkpoints") == before[-1]
 
 
+
+def _relist(folder: Path, name: str) -> None:
+    """Rewrite the manifest entry of `name` to match the file, as someone planting it would."""
+    manifest = json.loads((folder / ckpt.MANIFEST_FILE).read_text())
+    f = folder / name
+    manifest["files"][name] = {"bytes": f.stat().st_size, "sha256": ckpt.sha256_file(f)}
+    (folder / ckpt.MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _plant_engine_pickle(folder: Path, name: str, marker: Path) -> None:
+    """Replace a DeepSpeed engine file by a torch file (same zip format) carrying the payload; manifest to match."""
+    f = folder / name
+    state = torch.load(f, map_location="cpu", weights_only=True) if f.is_file() else {}
+    torch.save({**state, "extra": _Payload(marker)}, f)
+    _relist(folder, name)
+
+
+def test_deepspeed_engine_files_are_loaded_weights_only_before_deepspeed(tmp_path):
+    """Defect 2 under DeepSpeed (file level): an engine file with a pickled os.system, listed in a manifest rewritten
+    to match, is refused naming the file and what it pickles, without running; an unlisted engine file is refused;
+    the plain classes of a real ZeRO optimizer file pass."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from safetensors.torch import save_file
+
+    folder, marker = tmp_path / "ckpt-e0000-s000000002", tmp_path / "PWNED"
+    (folder / "pytorch_model").mkdir(parents=True)
+    (folder / ckpt.STATE_FILE).write_text("{}")
+    save_file({"torch": torch.get_rng_state()}, str(folder / ckpt.rng_file(0)))
+    model, optim = "pytorch_model/mp_rank_00_model_states.pt", "pytorch_model/zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    torch.save({"module": {"w": torch.ones(2)}, "ds_version": "0"}, folder / model)
+    torch.save({"optimizer_state_dict": {"zero_stage": ZeroStageEnum.gradients, "loss_scaler": LossScaler(1.0),
+                                         "single_partition_of_fp32_groups": [torch.zeros(3)]}}, folder / optim)
+    files = {n: {"bytes": (folder / n).stat().st_size, "sha256": ckpt.sha256_file(folder / n)}
+             for n in (ckpt.STATE_FILE, ckpt.rng_file(0), model, optim)}
+    (folder / ckpt.MANIFEST_FILE).write_text(json.dumps({"format": ckpt.FORMAT, "world_size": 1, "files": files}))
+    ckpt.verify_checkpoint(folder)  # intact
+
+    _plant_engine_pickle(folder, model, marker)
+    with pytest.raises(ckpt.CheckpointError, match=r"mp_rank_00_model_states.pt: not a file of plain tensors .*"
+                                                   r"pickles posix.system.*refused without running it"):
+        ckpt.verify_checkpoint(folder)
+    assert not marker.exists()
+    with pytest.raises(ckpt.CheckpointError, match="no valid checkpoint to resume from.*posix.system"):
+        ckpt.find_resume("auto", tmp_path)
+    assert not marker.exists()
+
+    torch.save({"module": {"w": torch.ones(2)}}, folder / model)
+    _relist(folder, model)
+    ckpt.verify_checkpoint(folder)
+    torch.save({"w": torch.ones(1)}, folder / "pytorch_model" / "mp_rank_01_model_states.pt")  # DeepSpeed globs
+    with pytest.raises(ckpt.CheckpointError, match=r"mp_rank_01_model_states.pt: not listed in .*checkpoint.json"):
+        ckpt.verify_checkpoint(folder)
+
+
+
+@pytest.mark.slow
+def test_deepspeed_resume_refuses_a_planted_engine_file_and_resumes_an_intact_one(tiny_data, tmp_path):
+    """Defect 2 under DeepSpeed ZeRO-2 (a real run on CPU): a pickled os.system in the newest checkpoint's
+    `mp_rank_00_model_states.pt` (manifest rewritten to match) is skipped by --resume auto for the intact older
+    checkpoint, which resumes; named explicitly it is an error naming the file. The payload never runs."""
+    from conftest import accelerate_cmd, check_ok, clean_env, free_port
+
+    # "reduce_bucket_size": "auto" needs a `model.config` (a transformers model): a number here
+    ds = json.loads((REPO / "configs/deepspeed/zero2.json").read_text())
+    ds["zero_optimization"]["reduce_bucket_size"] = 50_000_000
+    (tmp_path / "zero2.json").write_text(json.dumps(ds))
+    acc_cfg = (REPO / "configs/accelerate/deepspeed_zero2.yaml").read_text()
+    (tmp_path / "zero2.yaml").write_text(acc_cfg.replace("configs/deepspeed/zero2.json", str(tmp_path / "zero2.json")))
+    out, marker = tmp_path / "ds", tmp_path / "PWNED"
+
+    def launch(*extra: str):
+        return run_cmd(accelerate_cmd("--config_file", str(tmp_path / "zero2.yaml"), "--num_processes", "1",
+                                      "--main_process_port", str(free_port()), TEACHER,
+                                      *tiny_flags(tiny_data, out, "--epochs", "1", "--save_every_steps", "2", *extra)),
+                       env=clean_env(DS_ACCELERATOR="cpu"), timeout=1200)
+
+    check_ok(launch("--max_steps", "4"))
+    old, newest = ckpt.list_checkpoints(out / "checkpoints")
+    assert newest.name == "ckpt-e0000-s000000004" and (newest / "pytorch_model").is_dir()
+    planted = "pytorch_model/mp_rank_00_model_states.pt"
+    _plant_engine_pickle(newest, planted, marker)
+
+    proc = launch("--max_steps", "6", "--resume", str(newest))
+    assert proc.returncode != 0 and f"{newest / planted}: not a file of plain tensors" in proc.stderr, proc.stderr
+    assert not marker.exists()
+
+    proc = launch("--max_steps", "6", "--resume", "auto")
+    check_ok(proc)
+    log = (out / "training.log").read_text()
+    assert f"skipping damaged checkpoint: {newest / planted}: not a file of plain tensors" in log
+    assert f"resumed from {old} (epoch 0, batch 2, step 2)" in log
+    assert json.loads((out / "results.json").read_text())["history"]  # trained on from the intact checkpoint
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------------------------------------- evaluation accounting
 def _data_copy(tiny_data: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_data, tmp_path / "data"))

@@ -10,9 +10,11 @@ save removes.
 Nothing read back can run code: the weights are safetensors, the optimizer and loss-scaler states are plain
 tensors and numbers (`torch.load(weights_only=True)`), the schedule's state and the run's position are JSON
 (`trainer_state.json`), and each rank's RNG states are tensors in `rng_state_<rank>.safetensors`. Accelerate's own
-pickled files (`random_states_*.pkl`, `custom_checkpoint_*.pkl`) are neither written nor read. (Under DeepSpeed the
-engine's files are written and read by DeepSpeed itself, with `torch.load(weights_only=False)`: the manifest's
-sha256 makes sure they are the files the run wrote.)
+pickled files (`random_states_*.pkl`, `custom_checkpoint_*.pkl`) are neither written nor read. Under DeepSpeed the
+engine's files (`pytorch_model/*.pt`) are written and read by DeepSpeed itself, with `torch.load(weights_only=False)`;
+so before DeepSpeed sees them every one is loaded here with `weights_only=True`, allowing only the few plain classes
+a ZeRO checkpoint holds (`DEEPSPEED_SAFE_GLOBALS`), and must be listed in the manifest: DeepSpeed then reads bytes
+that were just shown to hold nothing that runs.
 
 `--resume auto` takes the newest checkpoint whose manifest checks out (every file present, same size, same
 sha256); a damaged one is skipped with a warning that names the file and the problem.
@@ -20,6 +22,7 @@ sha256); a damaged one is skipped with a warning that names the file and the pro
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -89,7 +92,7 @@ def verify_checkpoint(path: str | os.PathLike, hashes: bool = True) -> dict:
         raise CheckpointError(f"{man_path}: not a checkpoint manifest ({e})") from e
     for name, want in files.items():
         f = path / name
-        if "/" in name or name.startswith(".") or not f.is_file():
+        if any(not part or part.startswith(".") for part in name.split("/")) or not f.is_file():
             raise CheckpointError(f"{f}: missing (listed in {man_path})")
         size = f.stat().st_size
         if size != want["bytes"]:
@@ -99,7 +102,43 @@ def verify_checkpoint(path: str | os.PathLike, hashes: bool = True) -> dict:
     for required in (STATE_FILE, rng_file(0)):
         if required not in files:
             raise CheckpointError(f"{man_path}: lists no {required}")
+    if hashes:
+        check_engine_files(path, files)
     return manifest
+
+
+# The classes a DeepSpeed ZeRO-2/3 checkpoint pickles besides tensors and builtins (found by saving real ones): the
+# loss scaler (plain attributes; dynamic with fp16), the ZeRO stage (an Enum) and the addresses of parameter
+# fragments in ZeRO's flat buffers (a dataclass). None runs code when rebuilt.
+DEEPSPEED_SAFE_GLOBALS = (("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+                          ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+                          ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+                          ("deepspeed.utils.tensor_fragment", "fragment_address"))
+
+
+def check_engine_files(path: Path, listed: dict) -> None:
+    """The DeepSpeed engine's files of checkpoint `path` (every file in a subfolder: DeepSpeed finds them by glob
+    and reads them with `torch.load(weights_only=False)`) must be listed in the manifest and load with
+    `weights_only=True`, nothing but `DEEPSPEED_SAFE_GLOBALS` allowed. CheckpointError naming the file otherwise."""
+    engine = [f for f in sorted(path.rglob("*")) if f.parent != path and f.is_file()]
+    if not engine:
+        return
+    allowed = [getattr(importlib.import_module(module), name) for module, name in DEEPSPEED_SAFE_GLOBALS]
+    for f in engine:
+        if f.relative_to(path).as_posix() not in listed:
+            raise CheckpointError(f"{f}: not listed in {path / MANIFEST_FILE} (not written by the run); not loaded")
+        try:
+            with torch.serialization.safe_globals(allowed):
+                torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:
+            try:
+                names = set(torch.serialization.get_unsafe_globals_in_checkpoint(f))
+                names -= {f"{module}.{name}" for module, name in DEEPSPEED_SAFE_GLOBALS}
+            except Exception:
+                names = set()
+            why = f"it pickles {', '.join(sorted(names))}" if names else str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{f}: not a file of plain tensors and DeepSpeed state ({why}); refused without "
+                                  f"running it") from e
 
 
 def find_resume(resume: str, ckpt_dir: str | os.PathLike) -> Path | None:
@@ -244,7 +283,8 @@ def load_checkpoint(accelerator, model, optimizer, path: str | os.PathLike) -> d
         logger.warning("%s: saved by %s processes, resumed by %d: NOT an exact resume (data order and RNG streams "
                        "differ from an uninterrupted run)", path, manifest.get("world_size"), accelerator.num_processes)
     if accelerator.distributed_type.name == "DEEPSPEED":
-        accelerator.load_state(str(path))  # the engine's files (model, ZeRO optimizer shards)
+        # the engine's files (model, ZeRO optimizer shards), each just loaded with weights_only by verify_checkpoint
+        accelerator.load_state(str(path))
     else:
         f = path / MODEL_FILE
         try:
