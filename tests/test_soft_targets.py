@@ -355,6 +355,21 @@ def test_loader_checks_the_sidecar_manifest(tiny_data, two_ranks, tmp_path):
         build_loader(_soft_cfg(tiny_data, out), "train", vocab, train=True)
 
 
+def test_a_sidecar_shard_from_a_folder_of_another_temperature_is_caught(tiny_data, teacher, two_ranks, tmp_path):
+    """Issue #15 defect 6: a sidecar shard made at T=1 copied into a T=2 folder has the same size and keys; its
+    sha256 against the folder's manifest stops the run naming the shard (before: distilled at the wrong T)."""
+    other = tmp_path / "t1"
+    run_local(teacher, tiny_data, other, temperature=1.0)
+    out = tmp_path / "soft"
+    shutil.copytree(two_ranks, out)
+    name = "train-000000.tar"
+    assert (other / name).stat().st_size == (out / name).stat().st_size
+    shutil.copyfile(other / name, out / name)
+    vocab = Vocabulary.load(tiny_data / "vocab.txt")
+    with pytest.raises(Exception, match=rf"{name}: sha256 differs from the manifest"):
+        list(build_loader(_soft_cfg(tiny_data, out), "train", vocab, train=True))
+
+
 def test_soft_targets_flag_comes_from_data_config_only():
     from cslr.trainer.config import TrainConfig, _leaf_fields
 
