@@ -17,21 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cslr.datasets.landmarks import LandmarkError
 from cslr.recipes.extract_pose import ExtractError, list_items, share, task_slot
 from conftest import REPO, clean_env
 
 pytest.importorskip("av", reason='PyAV not installed: pip install -e ".[landmarks]"')
-try:
-    from cslr.datasets.landmarks import holistic_module
+from video_fixtures import HAVE_MEDIAPIPE, have_real, signing_frames, write_video  # noqa: E402
 
-    holistic_module()
-    HAVE_MEDIAPIPE = True
-except LandmarkError:
-    HAVE_MEDIAPIPE = False
 needs_mediapipe = pytest.mark.skipif(not HAVE_MEDIAPIPE, reason="mediapipe 0.10.21 not installed")
-
-from video_fixtures import have_real, signing_frames, write_video  # noqa: E402
 
 LAUNCH = [sys.executable, str(REPO / "launch" / "extract_pose.py")]
 IDS = [f"v{i}" for i in range(6)]

@@ -18,15 +18,8 @@ import pytest
 
 from cslr.datasets.landmarks import LandmarkError, detected
 from cslr.datasets.schema import LANDMARK_SLICES, NUM_LANDMARKS, POSE_LEFT_WRIST, POSE_RIGHT_WRIST
-from video_fixtures import REAL_FRAMES, REAL_POSE, REAL_VIDEO
+from video_fixtures import HAVE_MEDIAPIPE, REAL_FRAMES, REAL_POSE, REAL_VIDEO
 
-try:
-    from cslr.datasets.landmarks import holistic_module
-
-    holistic_module()
-    HAVE_MEDIAPIPE = True
-except LandmarkError:
-    HAVE_MEDIAPIPE = False
 needs_mediapipe = pytest.mark.skipif(not HAVE_MEDIAPIPE, reason="mediapipe 0.10.21 not installed")
 needs_real = pytest.mark.skipif(not (REAL_FRAMES[0].is_file() and REAL_VIDEO.is_file()),
                                 reason=f"{REAL_VIDEO.parent} not present")

@@ -12,10 +12,24 @@ from pathlib import Path
 
 import numpy as np
 
+from cslr.datasets.landmarks import LandmarkError, holistic_module
+
 REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real"
 REAL_VIDEO = REAL / "signing_540x720.mp4"
 REAL_FRAMES = [REAL / "phoenix2014T" / "frames" / f"images000{i}.png" for i in (1, 2)]
 REAL_POSE = REAL / "phoenix2014T" / "25October_2010_Monday_tagesschau-17"  # .pose / .npy
+
+
+def have_mediapipe() -> bool:
+    """mediapipe 0.10.21 importable with its Holistic models (the landmarks extra + the no-deps install)."""
+    try:
+        holistic_module()
+        return True
+    except LandmarkError:
+        return False
+
+
+HAVE_MEDIAPIPE = have_mediapipe()
 
 
 def have_real() -> bool:
