@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -333,7 +334,12 @@ def test_loader_skips_and_counts_a_video_the_teacher_skipped(tiny_data, two_rank
     key = samples[3]["__key__"]
     layout = st.SoftLayout.of(TOPK, len(Vocabulary.load(tiny_data / "vocab.txt")))
     samples[3] = st.skipped_members(key, layout)
-    (out / "train-000000.tar").write_bytes(tar_bytes(samples)[0])
+    data = tar_bytes(samples)[0]
+    (out / "train-000000.tar").write_bytes(data)
+    # as generation would have recorded it: the sidecar manifest holds the checksum of the shard it wrote
+    m = json.loads((out / "manifest.json").read_text())
+    m["shards"]["train-000000.tar"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    atomic_write_json(out / "manifest.json", m)
     loader = build_loader(_soft_cfg(tiny_data, out), "train", Vocabulary.load(tiny_data / "vocab.txt"), train=True)
     keys = [k for b in loader for k in b["keys"]]
     assert key not in keys and loader.skipped == [(key, "no_soft_target")]
