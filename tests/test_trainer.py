@@ -361,8 +361,8 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tiny_data
             m.momentum = 0.0
     tr.train()
     st = tr.state
-    assert st["stopped_early"] and st["best_epoch"] == 1
-    assert [h["epoch"] for h in st["history"]] == [1, 2, 3]  # best at 1, then 2 evaluations without improvement
+    assert st.stopped_early and st.best_epoch == 1
+    assert [h["epoch"] for h in st.history] == [1, 2, 3]  # best at 1, then 2 evaluations without improvement
 
 
 def test_wall_time_carries_over_a_resume(tiny_data, tmp_path):
