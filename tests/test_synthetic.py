@@ -201,7 +201,7 @@ def test_hands_missing_as_whole_hands_in_some_frames(tiny_data):
                 total_frames += len(frame_missing)
             assert np.isfinite(pose).any()
     rate = missing_frames / total_frames
-    assert 0.01 < rate < 0.4, rate  # tiny: missing_hand_rate 0.08 x signer factor x motion, bursts
+    assert 0.1 < rate < 0.6, rate  # tiny: tracking lost in 10 % of signing frames x signer x motion, plus hands at rest
 
 
 def test_same_gloss_lasts_different_frames(tiny_data):

@@ -191,21 +191,45 @@ def relative_z(landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
+# Observation model, calibrated against real MediaPipe Holistic landmarks of PHOENIX-2014-T
+# (`tests/test_synthetic_realism.py` compares the two): the body and face models are steadier than the hand model;
+# a hand low in the frame (at rest, partly below the picture) or leaving it is not detected; while signing, a
+# hand's tracking is lost in runs of several frames, more readily in fast motion (blur).
+BODY_NOISE = 0.3  # body and face landmark noise, as a fraction of the preset's (hand) landmark_noise
+LOW_HAND_Y = 0.86  # wrist height (normalised image y) where a low hand is missed half the time ...
+LOW_HAND_WIDTH = 0.02  # ... over this soft band (logistic scale)
+LOST_RUN = 7.0  # mean length (frames) of a run of lost hand tracking while signing
+
+
+def _lost_runs(hazard: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A two-state (tracked / lost) chain: enter 'lost' with probability hazard[t], leave it with 1 / LOST_RUN."""
+    draws = rng.random(len(hazard))
+    lost = np.zeros(len(hazard), bool)
+    state = False
+    for t, u in enumerate(draws):
+        state = u < (1 - 1 / LOST_RUN if state else hazard[t])
+        lost[t] = state
+    return lost
+
+
 def observe(landmarks: np.ndarray, signer: Signer, preset: SyntheticPreset, rng: np.random.Generator) -> np.ndarray:
     """What a pose estimator would report: noise, hands sometimes undetected (NaN), float16 (T, 543, 3)."""
     n = len(landmarks)
     sigma = preset.landmark_noise * signer.noise
-    pose = relative_z(landmarks) + rng.normal(0, sigma, landmarks.shape)
+    noise = rng.normal(0, sigma, landmarks.shape)
+    noise[:, :LANDMARK_SLICES["left_hand"].start] *= BODY_NOISE
+    pose = relative_z(landmarks) + noise
+    f = preset.missing_hand_rate * signer.missing  # lost-tracking share while signing at average speed
     for part in ("left_hand", "right_hand"):
         sl = LANDMARK_SLICES[part]
         pose[:, sl, :2] += rng.normal(0, sigma, (n, 1, 2))  # the whole hand jitters too
         wrist = landmarks[:, sl.start, :2]  # (T, 2)
         speed = np.linalg.norm(np.diff(wrist, axis=0, prepend=wrist[:1]), axis=-1)
-        # Motion blur: fast frames are missed more often; misses come in bursts of ~2 frames.
-        p = preset.missing_hand_rate * signer.missing * np.clip(0.4 + 0.6 * speed / max(speed.mean(), 1e-6), 0, 3)
-        missing = np.zeros(n, bool)
-        for s in np.flatnonzero(rng.random(n) < p / 2):
-            missing[s: s + int(rng.geometric(0.5))] = True
+        blur = np.clip(0.4 + 0.6 * speed / max(speed.mean(), 1e-6), 0, 3)
+        missing = _lost_runs(np.clip(f / (LOST_RUN * (1 - f)) * blur, 0, 1), rng)
+        low = 1 / (1 + np.exp(-(wrist[:, 1] - LOW_HAND_Y) / LOW_HAND_WIDTH))
+        outside = ((landmarks[:, sl, :2] < 0) | (landmarks[:, sl, :2] > 1)).any(-1).mean(-1)  # share of the hand
+        missing |= rng.random(n) < np.maximum(low, 2 * outside)
         missing |= ((wrist < 0) | (wrist > 1)).any(-1)  # out of the picture
         pose[missing, sl] = np.nan
     return pose.astype(np.float16)

@@ -55,7 +55,7 @@ from .plan import Corpus, SampleSpec, plan_corpus
 from .presets import FPS, OFF, ON, PRESETS, SPLITS, SyntheticPreset
 from .signers import signer_style
 
-GENERATOR_VERSION = 1  # bump when the generated data changes for the same seed and preset
+GENERATOR_VERSION = 2  # bump when the generated data changes for the same seed and preset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def cached_corpus(preset: str = "small", seed: int = 0, workers: int | None = No
 
     Call it on one process (the main one); the folder exists complete or not at all (manifest written last).
     """
-    path = cache_dir() / f"synthetic-{preset}-seed{seed}"
+    path = cache_dir() / f"synthetic-{preset}-seed{seed}-v{GENERATOR_VERSION}"
     if not (path / MANIFEST).is_file():
         prepare_synthetic(path, preset=preset, seed=seed, workers=workers)
     return path

@@ -49,8 +49,12 @@ def _movement(kind: str, t: np.ndarray, amp: float, d: np.ndarray) -> tuple[np.n
     return disp, roll
 
 
-def sign_controls(sign: Sign, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The (n, NUM_CONTROLS) controls of one instance of `sign` lasting n frames, with instance jitter."""
+def sign_controls(sign: Sign, n: int, rng: np.random.Generator, drop_passive: float = 0.0) -> np.ndarray:
+    """The (n, NUM_CONTROLS) controls of one instance of `sign` lasting n frames, with instance jitter.
+
+    `drop_passive`: probability that the idle hand of a one-handed sign hangs at rest instead of waiting low in
+    front, as many PHOENIX signers let their non-dominant hand drop (below the frame, where MediaPipe loses it).
+    """
     tr = sign.trajectory
     t = np.linspace(0.0, 1.0, n)
     c = np.zeros((n, NUM_CONTROLS))
@@ -60,10 +64,11 @@ def sign_controls(sign: Sign, n: int, rng: np.random.Generator) -> np.ndarray:
     d = DIRECTIONS[tr.direction] + rng.normal(0, 0.08, 3)
     disp, roll = _movement(tr.movement, t, tr.amplitude * rng.uniform(0.85, 1.15), d / np.linalg.norm(d))
     anchor = np.array(ANCHORS[tr.anchor]) + rng.normal(0, 0.03, 3)
-    idle = IDLE + rng.normal(0, 0.03, 3)
+    drop = tr.two_handed in ("one", "left") and rng.random() < drop_passive
+    idle = (REST if drop else IDLE) + rng.normal(0, 0.03, 3)
     active, passive = anchor + disp, np.repeat(idle[None], n, 0)
     c[:, C_RSHAPE], c[:, C_LSHAPE] = shape, RELAXED
-    c[:, C_REULER], c[:, C_LEULER] = euler, IDLE_EULER
+    c[:, C_REULER], c[:, C_LEULER] = euler, REST_EULER if drop else IDLE_EULER
     c[:, C_REULER.start + 2] += roll
     if tr.two_handed == "rise":
         active = passive = REST + smoothstep(t)[:, None] * (IDLE - REST)
@@ -84,7 +89,7 @@ def sign_controls(sign: Sign, n: int, rng: np.random.Generator) -> np.ndarray:
     elif tr.two_handed == "left":  # the left hand signs, the right waits
         active, passive = passive, active
         c[:, C_RSHAPE], c[:, C_LSHAPE] = RELAXED, shape
-        c[:, C_REULER], c[:, C_LEULER] = IDLE_EULER, c[:, C_REULER].copy()
+        c[:, C_REULER], c[:, C_LEULER] = c[:, C_LEULER].copy(), c[:, C_REULER].copy()
     c[:, C_RWRIST], c[:, C_LWRIST] = active, passive
     c[:, C_MOUTH] = sign.mouth * np.abs(np.sin(np.pi * sign.syllables * t))
     if sign.emotion:
@@ -145,8 +150,9 @@ def build_controls(spec: SampleSpec, corpus: Corpus, timing: Timing, num_frames:
     """Controls (T, NUM_CONTROLS) of the whole video and each token's [start, end) frames."""
     start, end = _state(spec.tokens[0] == ON), _state(spec.tokens[-1] == OFF)
     parts, spans, t, prev = [hold(start, timing.idle_start)], [], timing.idle_start, start
+    drop_passive = corpus.signers[spec.signer].drop_passive
     for tok, (c, d) in zip(spec.tokens, timing.steps):
-        ctrl = sign_controls(corpus.signs[tok], d, rng)
+        ctrl = sign_controls(corpus.signs[tok], d, rng, drop_passive)
         parts += [transition(prev, ctrl[0], c), ctrl]
         spans.append([t + c, t + c + d])
         t, prev = t + c + d, ctrl[-1]

@@ -46,7 +46,8 @@ class SyntheticPreset:
     signer_alpha: float  # Dirichlet concentration of the signers' share of train (large = balanced)
     smooth_sigma: float  # temporal Gaussian smoothing of the controls (frames): co-articulation
     landmark_noise: float  # std of landmark noise, in normalised image units
-    missing_hand_rate: float  # mean fraction of frames where a hand is not detected (NaN)
+    missing_hand_rate: float  # share of signing frames where a hand's tracking is lost (NaN), in runs; low hands
+    # (at rest) and hands leaving the picture are missed besides (`body.observe`)
     pixel_noise: float  # std of RGB sensor noise (0..255)
     jpeg_quality: int
     supersample: int  # draw at this factor x frame size, then box-filter down
@@ -61,7 +62,7 @@ PRESETS: dict[str, SyntheticPreset] = {
         bigram_weight=0.3, successors=3, glosses_mean=2.5, glosses_std=0.8, glosses_min=2, glosses_max=3, p_on=0.6, p_off=0.6,
         p_special={EMOTION: 0.05, PU: 0.05, LEFTHAND: 0.0}, gloss_frames=(5, 7), coart_frames=1.5,
         idle_frames=(1, 3), min_frames=20, max_frames=40, speed_variation=0.3, signer_speed_variation=0.1,
-        signer_alpha=50.0, smooth_sigma=0.8, landmark_noise=0.003, missing_hand_rate=0.08, pixel_noise=4.0,
+        signer_alpha=50.0, smooth_sigma=0.8, landmark_noise=0.003, missing_hand_rate=0.1, pixel_noise=4.0,
         jpeg_quality=88, supersample=2, body_scale=0.36, body_y=0.5,
     ),
     "small": SyntheticPreset(
@@ -71,7 +72,7 @@ PRESETS: dict[str, SyntheticPreset] = {
         p_on=0.65, p_off=0.65,
         p_special={EMOTION: 0.015, PU: 0.015, LEFTHAND: 0.005}, gloss_frames=(6, 9), coart_frames=2.0,
         idle_frames=(2, 5), min_frames=24, max_frames=96, speed_variation=0.3, signer_speed_variation=0.1,
-        signer_alpha=50.0, smooth_sigma=1.0, landmark_noise=0.003, missing_hand_rate=0.04, pixel_noise=4.0,
+        signer_alpha=50.0, smooth_sigma=1.0, landmark_noise=0.003, missing_hand_rate=0.3, pixel_noise=4.0,
         jpeg_quality=88, supersample=2, body_scale=0.36, body_y=0.5,
     ),
     # PHOENIX-2014 (multi-signer): 5,672 / 540 / 629 videos, 9 unbalanced signers, 260x210 frames, mean 141
@@ -84,7 +85,7 @@ PRESETS: dict[str, SyntheticPreset] = {
         glosses_max=26, p_on=0.43, p_off=0.46, p_special={EMOTION: 0.015, PU: 0.014, LEFTHAND: 0.007},
         gloss_frames=(5, 10), coart_frames=2.2, idle_frames=(4, 22), min_frames=27, max_frames=299,
         speed_variation=0.3, signer_speed_variation=0.15, signer_alpha=2.0, smooth_sigma=1.0,
-        landmark_noise=0.003, missing_hand_rate=0.06, pixel_noise=4.0, jpeg_quality=88, supersample=1,
+        landmark_noise=0.003, missing_hand_rate=0.3, pixel_noise=4.0, jpeg_quality=88, supersample=1,
         body_scale=0.42, body_y=0.42,
     ),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,7 +27,8 @@ class Signer:
     forearm: float
     hand: float  # hand length, body units
     noise: float  # landmark noise multiplier
-    missing: float  # missing-hand rate multiplier
+    missing: float  # multiplier of the rate at which a hand's tracking is lost while signing
+    drop_passive: float  # probability that the idle hand of a one-handed sign hangs at rest (low, undetected)
     skin: tuple
     cloth: tuple
     hair: tuple
@@ -52,8 +53,10 @@ def make_signers(preset: SyntheticPreset, rng: np.random.Generator) -> list[Sign
             hair=_HAIR[int(rng.integers(len(_HAIR)))],
             background=(tuple(float(c) for c in base), tuple(float(c) for c in np.clip(base + rng.normal(0, 35, 3), 0, 255))),
             pattern=k % 4, texture_seed=int(rng.integers(2 ** 31)),
+            drop_passive=0.0,
         ))
-    return signers
+    # Drawn after the others so that adding it left every other draw (and so the corpus statistics) unchanged.
+    return [replace(s, drop_passive=float(d)) for s, d in zip(signers, rng.uniform(0.5, 1.0, len(signers)))]
 
 
 def signer_style(signer: Signer, preset: SyntheticPreset) -> Style:
