@@ -3,16 +3,20 @@
     python launch/tune_lm.py --checkpoint runs/teacher/best_model.pth --lm runs/lm/lm.arpa [--data DIR] [--beam 10]
 
 Writes <lm>.weights.json beside the LM (read by cslr.eval.lm.load_lm, so `--lm PATH` decodes with them).
-Only the dev split is read. See cslr/recipes/lm.py.
+Only the dev split is read for tuning. `--report` then decodes dev and test with greedy, beam and beam + LM (the
+tuned weights), prints a markdown table of WER and ms per sentence and writes it to <checkpoint dir>/lm_report.json.
+See cslr/recipes/lm.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from cslr.eval.lm import LMFormatError, load_lm
-from cslr.recipes.lm import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_BONUSES, tune_lm
+from cslr.io import atomic_write_json
+from cslr.recipes.lm import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_BONUSES, decoder_report, report_markdown, tune_lm
 
 
 def _floats(text: str) -> list[float]:
@@ -29,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--word_bonuses", type=_floats, default=list(DEFAULT_WORD_BONUSES), help="comma-separated grid")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--report", action="store_true", help="then decode dev and test with and without the LM: a table")
     args = p.parse_args(argv)
     try:
         lm = load_lm(args.lm)
@@ -40,6 +45,14 @@ def main(argv=None) -> int:
     best, base = result["best"], result["baseline"]
     print(f"best: lm_weight {best['lm_weight']} word_bonus {best['word_bonus']}: dev WER {best['wer']:.2f}% "
           f"(beam {args.beam} without LM {base['wer']:.2f}%) -> {result['weights_path']}")
+    if args.report:
+        rows = decoder_report(args.checkpoint, lm, best["lm_weight"], best["word_bonus"], args.data, args.beam,
+                              batch_size=args.batch_size, num_workers=args.num_workers)
+        out = Path(args.checkpoint).resolve().parent / "lm_report.json"
+        atomic_write_json(out, {"checkpoint": str(args.checkpoint), "lm": args.lm, "lm_weight": best["lm_weight"],
+                                "word_bonus": best["word_bonus"], "beam": args.beam, "rows": rows})
+        print(report_markdown(rows, Path(args.checkpoint).resolve().parent.name))
+        print(f"-> {out}")
     return 0
 
 

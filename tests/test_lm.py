@@ -251,11 +251,20 @@ def test_tune_lm_cli_and_decode_split_with_an_lm(tmp_path, tiny_data):
     lm_path = tmp_path / "lm.arpa"
     check_ok(run_cmd([sys.executable, "launch/train_lm.py", "--data", str(tiny_data), "--out", str(lm_path)]))
     proc = run_cmd([sys.executable, "launch/tune_lm.py", "--checkpoint", str(ck), "--lm", str(lm_path), "--beam", "3",
-                    "--lm_weights", "0,0.5", "--word_bonuses", "0,1", "--num_workers", "0"])
+                    "--lm_weights", "0,0.5", "--word_bonuses", "0,1", "--num_workers", "0", "--report"])
     check_ok(proc)
     saved = json.loads(weights_path(lm_path).read_text())
     assert len(saved["grid"]) == 4 and saved["split"] == "dev" and saved["beam"] == 3
     assert saved["dev_wer"] == min(r["wer"] for r in saved["grid"]) and "best: lm_weight" in proc.stdout
+    # --report: dev and test through greedy, beam, beam + the tuned LM; the dev rows agree with the tuning grid.
+    report = json.loads((ck.parent / "lm_report.json").read_text())
+    rows = {(r["split"], r["decoder"]): r for r in report["rows"]}
+    assert set(rows) == {(s, d) for s in ("dev", "test") for d in ("greedy", "beam 3", "beam 3 + LM")}
+    assert rows["dev", "beam 3"]["wer"] == saved["grid"][0]["wer"] and rows["dev", "beam 3 + LM"]["wer"] == saved["dev_wer"]
+    assert all(r["ms_per_sentence"] > 0 and r["words"] > 0 for r in rows.values())
+    lm_row = rows["test", "beam 3 + LM"]
+    assert lm_row["errors_removed"] == pytest.approx(1 - lm_row["errors"] / max(rows["test", "beam 3"]["errors"], 1))
+    assert "| test | beam 3 + LM |" in proc.stdout
     lm = load_lm(lm_path)
     assert lm.weights == {"lm_weight": saved["lm_weight"], "word_bonus": saved["word_bonus"]}
 
