@@ -86,6 +86,6 @@ PRESETS: dict[str, SyntheticPreset] = {
         gloss_frames=(5, 10), coart_frames=2.2, idle_frames=(4, 22), min_frames=27, max_frames=299,
         speed_variation=0.3, signer_speed_variation=0.15, signer_alpha=2.0, smooth_sigma=1.0,
         landmark_noise=0.003, missing_hand_rate=0.3, pixel_noise=4.0, jpeg_quality=88, supersample=1,
-        body_scale=0.42, body_y=0.42,
+        body_scale=0.42, body_y=0.5,
     ),
 }
