@@ -36,6 +36,25 @@ def test_resize_and_fps_resampling(tmp_path):
         assert resample_indices(12, 30, fps) == expected
 
 
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    """A phone's portrait video: stored landscape with a display matrix; decoded upright, as a player shows it."""
+    stored = []
+    for i in range(4):
+        f = np.full((32, 48, 3), 40, np.uint8)
+        f[:8, :12] = 250  # a bright block in the stored top-left corner
+        stored.append(f)
+    path = write_video(tmp_path / "phone.mp4", stored, rotation=rotation)
+    shown = np.rot90(stored[0], rotation // 90)  # counterclockwise turns
+    info = open_video(path)
+    assert info.rotation % 360 == rotation % 360 and (info.height, info.width) == shown.shape[:2]
+    frames = read_frames(path)
+    assert frames.shape == (4, *shown.shape)
+    bright = frames[0].mean(-1) > 150
+    assert np.abs(bright.astype(int) - (shown.mean(-1) > 150)).mean() < 0.02  # the block where the player shows it
+    assert read_frames(path, size=(20, 14)).shape == (4, 20, 14, 3)  # size is the displayed (H, W)
+
+
 def test_resample_indices_counts():
     for n in (1, 2, 7, 141):
         for src, fps in ((25, 25), (25, 12.5), (29.97, 25), (25, 30), (30, 7)):

@@ -59,8 +59,12 @@ def signing_frames(n: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, (260, 210, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: float = 25, codec: str | None = None) -> Path:
-    """Encode RGB frames with PyAV; the codec follows the suffix (CODECS) unless given. Even sizes for yuv420p."""
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25, codec: str | None = None,
+                rotation: int = 0) -> Path:
+    """Encode RGB frames with PyAV; the codec follows the suffix (CODECS) unless given. Even sizes for yuv420p.
+
+    `rotation`: a display matrix turning the frames this many degrees counterclockwise, as phones store portrait
+    videos (the stored frames are `frames`; a player shows them turned)."""
     import av
 
     name, pix = CODECS[path.suffix] if codec is None else (codec, "yuv420p")
@@ -70,6 +74,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 25, codec: st
         stream = out.add_stream(name, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix
+        if rotation:
+            stream.set_display_rotation(rotation)
         if name == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast"}
         elif name in ("mpeg4", "mjpeg", "libvpx"):

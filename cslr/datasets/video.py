@@ -48,6 +48,7 @@ class VideoInfo:
     width: int
     codec: str
     container: str
+    rotation: int = 0  # degrees counterclockwise the frames are turned for display (phones' portrait videos)
 
     @property
     def duration(self) -> float:
@@ -86,11 +87,28 @@ def _fps(stream) -> float:
     return float(rate) if rate else 0.0
 
 
+def _quarter_turns(rotation: int) -> int:
+    """Counterclockwise quarter turns (0-3) for a display rotation in degrees (multiples of 90 in practice)."""
+    return int(round(rotation / 90.0)) % 4
+
+
+def _first_rotation(av, container, stream) -> int:
+    """The display rotation of the first frame (the container's display matrix; 0 without one)."""
+    try:
+        container.seek(0, stream=stream)
+        for frame in container.decode(stream):
+            return int(frame.rotation or 0)
+    except av.FFmpegError:
+        return 0  # undecodable: iter_frames names the problem
+    return 0
+
+
 def open_video(path: str | os.PathLike) -> VideoInfo:
-    """The video's frame rate, frame count and size, without decoding. Raises VideoError naming the file.
+    """The video's frame rate, frame count, displayed size and rotation. Raises VideoError naming the file.
 
     The frame count is the container's when it has one (mp4, mov), else counted by demuxing the packets
-    (webm, some avi); a video with no frame is an error.
+    (webm, some avi); a video with no frame is an error. Height and width are as displayed: a phone's portrait
+    video stored landscape with a 90-degree display matrix is reported (and decoded by iter_frames) portrait.
     """
     path = Path(path)
     av, container, stream = _open(path)
@@ -104,8 +122,9 @@ def open_video(path: str | os.PathLike) -> VideoInfo:
         ctx = stream.codec_context
         if frames == 0:
             raise VideoError(f"{path}: the video stream has no frames")
-        return VideoInfo(str(path), _fps(stream), frames, int(ctx.height), int(ctx.width), ctx.name,
-                         container.format.name)
+        rotation = _first_rotation(av, container, stream)
+        h, w = (int(ctx.width), int(ctx.height)) if _quarter_turns(rotation) % 2 else (int(ctx.height), int(ctx.width))
+        return VideoInfo(str(path), _fps(stream), frames, h, w, ctx.name, container.format.name, rotation)
     finally:
         container.close()
 
@@ -118,6 +137,17 @@ def resample_indices(num_src: int, src_fps: float, fps: float | None) -> list[in
     return [min(num_src - 1, int(math.floor(k * src_fps / fps + 1e-9))) for k in range(n_out)]
 
 
+def upright_rgb(frame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded PyAV frame -> uint8 RGB (H, W, 3) as displayed (its display rotation applied), resized
+    (bilinear) to `size` (H, W) when given."""
+    turns = _quarter_turns(frame.rotation or 0)
+    if size is not None:  # the displayed (H, W): the stored frame is (W, H) under a quarter turn
+        h, w = (size[1], size[0]) if turns % 2 else size
+        frame = frame.reformat(width=int(w), height=int(h), format="rgb24", interpolation="BILINEAR")
+    rgb = frame.to_ndarray(format="rgb24")
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def iter_frames(path: str | os.PathLike, fps: float | None = None,
                 size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Decode a video's frames as uint8 RGB arrays (H, W, 3), in order.
@@ -126,6 +156,8 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None,
         path: the video file.
         fps: resample to this frame rate (None: every frame, at the source's rate).
         size: (H, W) to resize each frame to (bilinear); None keeps the stored size.
+
+    Frames come upright as displayed: a display matrix's rotation (phones' portrait videos) is applied.
 
     Raises VideoError naming the file when it cannot be opened, when decoding fails part-way (a truncated
     file), when it holds fewer frames than its container declares, or when no frame decodes at all.
@@ -151,10 +183,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None,
                         next_out += 1
                 if repeats == 0:
                     continue
-                if size is not None:
-                    frame = frame.reformat(width=int(size[1]), height=int(size[0]), format="rgb24",
-                                           interpolation="BILINEAR")
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright_rgb(frame, size)
                 for _ in range(repeats):
                     yield rgb
         except av.FFmpegError as e:

@@ -53,7 +53,7 @@ import torch
 
 from cslr.datasets import augment
 from cslr.datasets.landmarks import Holistic, LandmarkError, holistic_module
-from cslr.datasets.video import VideoError, iter_frames, open_video
+from cslr.datasets.video import VideoError, iter_frames, open_video, upright_rgb
 from cslr.datasets.vocab import Vocabulary
 from cslr.eval.decode import beam_search, greedy_decode
 from cslr.eval.lm import add_lm_args, lm_from_args
@@ -226,7 +226,7 @@ def _iter_url(url: str, fps: float) -> Iterator[np.ndarray]:
         for i, frame in enumerate(container.decode(stream)):
             rgb = None
             while math.floor(k * step + 1e-9) <= i:
-                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                rgb = upright_rgb(frame) if rgb is None else rgb
                 k += 1
                 yield rgb
     except av.FFmpegError as e:
