@@ -194,13 +194,17 @@ def test_bad_video_is_named_or_skipped_and_verify_lists_gaps(tmp_path):
     assert sorted(p.stem for p in (out / "train").glob("*.npy")) == ["v0", "v1", "v3", "v5"]
 
     (out / "train" / "v3.npy").write_bytes(b"garbage")
+    v1 = np.load(out / "train" / "v1.npy")
+    np.save(out / "train" / "v1.npy", v1[:-1])  # well-formed, one frame short of its video file
     check = run(args + ["--out", str(out), "--verify"])
     assert check.returncode == 1
     lines = check.stdout.splitlines()
     assert any(ln.startswith("missing train/broken") for ln in lines)
     assert any(ln.startswith("missing dev/v2") for ln in lines)  # --splits train left dev undone
     assert any(ln.startswith("malformed train/v3") for ln in lines)
-    assert "7 videos, 4 missing or malformed" in lines[-1]
+    assert any(ln.startswith("malformed train/v1") and f"{len(v1) - 1} frames, the video has {len(v1)}" in ln
+               for ln in lines), lines
+    assert "7 videos, 5 missing or malformed" in lines[-1]
 
 
 @needs_mediapipe

@@ -164,15 +164,20 @@ def image_folder_source(folder: Path, files: list[Path], src_fps: float, fps: fl
     return FrameSource(str(folder), unit, float(fps or src_fps), gen(), len(indices))
 
 
-def video_file_source(path: Path, fps: float | None = None, src_fps: float | None = None) -> FrameSource:
-    """Frames decoded from a video file with PyAV; a VideoError becomes a Skip naming the file."""
+def video_file_source(path: Path, fps: float | None = None, src_fps: float | None = None,
+                      src_frames: int | None = None) -> FrameSource:
+    """Frames decoded from a video file with PyAV; a VideoError becomes a Skip naming the file.
+
+    With the container's frame count (`open_video`), `count` is the number of frames at `fps` (decoding stops
+    with an error when the file holds fewer frames than its container declares)."""
     def gen():
         try:
             yield from iter_frames(path, fps=fps)
         except VideoError as e:
             raise Skip(f"unreadable video: {e}") from e
 
-    return FrameSource(str(path), "frames", float(fps or src_fps or 0.0), gen())
+    count = len(resample_indices(src_frames, src_fps or 0.0, fps)) if src_frames else None
+    return FrameSource(str(path), "frames", float(fps or src_fps or 0.0), gen(), count)
 
 
 def pose_layout(num_landmarks: int, channels: int) -> list[list]:

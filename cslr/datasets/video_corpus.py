@@ -114,7 +114,7 @@ class VideoCorpus(Corpus):
             info = open_video(path)
         except VideoError as e:
             raise Skip(f"unreadable video: {e}") from e
-        return video_file_source(path, fps, src_fps=info.fps)
+        return video_file_source(path, fps, src_fps=info.fps, src_frames=info.frames)
 
 
 def add_cli(subparsers) -> None:

@@ -22,21 +22,19 @@ array tasks: `<out>/<split>/<id>.npy` (float16 (T, 543, 3)), exactly what `prepa
 from __future__ import annotations
 
 import os
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cslr.datasets.convert import SPLITS, ConversionError, Corpus, Row, Skip
 from cslr.datasets.corpora import open_corpus
 from cslr.datasets.landmarks import Holistic, holistic_module
 from cslr.datasets.posefile import PoseFileError, load_landmarks, npy_bytes, pose_file_bytes
 from cslr.datasets.schema import NUM_LANDMARKS
-from cslr.io import atomic_write_bytes, atomic_write_json
+from cslr.io import Progress, atomic_write_bytes, atomic_write_json
 
 REPORT_DIR = ".extract"
 FORMATS = ("npy", "pose")
@@ -178,37 +176,6 @@ def _run_one(item: Item, out: str, fmt: str, fps: float | None) -> tuple[Item, i
         return item, 0, str(e)
 
 
-# --------------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A tqdm bar with frames/s on a terminal; otherwise a plain line every `every` seconds (batch logs)."""
-
-    def __init__(self, total: int, initial: int, enabled: bool, every: float, desc: str):
-        self.total, self.count, self.frames, self.bad = total, initial, 0, 0
-        self.enabled, self.every, self.desc = enabled, every, desc
-        self.start = self.last = time.perf_counter()
-        self.bar = tqdm(total=total, initial=initial, unit="video", desc=desc, file=sys.stdout) \
-            if enabled and sys.stdout.isatty() else None
-
-    def update(self, frames: int, bad: bool) -> None:
-        self.count += 1
-        self.frames += frames
-        self.bad += bad
-        rate = self.frames / max(time.perf_counter() - self.start, 1e-9)
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(frames_per_s=f"{rate:.1f}", bad=self.bad, refresh=False)
-        elif self.enabled and (time.perf_counter() - self.last >= self.every or self.count == self.total):
-            self.last = time.perf_counter()
-            print(f"{self.desc}: {self.count}/{self.total} videos, {self.frames} frames, {rate:.1f} frames/s, "
-                  f"{self.bad} bad", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # --------------------------------------------------------------------------------------------- the task
 
 
@@ -239,8 +206,9 @@ def extract(cfg: ExtractConfig, env=None) -> Report:
     todo = [i for i in mine if not output_path(out, i, cfg.fmt).is_file()]
     report = Report(cfg.corpus, slot, count, cfg.fmt, assigned=len(mine), kept=len(mine) - len(todo))
     main = (env or os.environ).get("RANK", "0") in ("", "0")
-    progress = Progress(len(mine), report.kept, cfg.progress and main, cfg.log_every,
-                        desc=f"extract_pose {slot + 1}/{count}")
+    # a tqdm bar on a terminal, else a plain line every log_every seconds (a Slurm log)
+    progress = Progress(len(mine), report.kept, desc=f"extract_pose {slot + 1}/{count}", unit="videos",
+                        enabled=cfg.progress and main, every_s=cfg.log_every)
     start = time.perf_counter()
 
     def record(item: Item, frames: int, reason: str | None) -> None:
@@ -252,7 +220,8 @@ def extract(cfg: ExtractConfig, env=None) -> Report:
         else:
             report.done.append(f"{item.split}/{item.row.id}")
             report.frames += frames
-        progress.update(frames, reason is not None)
+        rate = report.frames / max(time.perf_counter() - start, 1e-9)
+        progress.update(1, frames=report.frames, **{"frames/s": f"{rate:.1f}"}, bad=len(report.bad))
 
     try:
         _init_worker(corpus)
@@ -324,7 +293,7 @@ def verify(cfg: ExtractConfig) -> tuple[int, list[str]]:
 
 
 def _frame_count(corpus: Corpus, item: Item, fps: float | None) -> int | None:
-    """The frame count of an image-folder video (cheap: a directory listing); None for video files."""
+    """The frame count of a video: a directory listing for image folders, the container's count for files."""
     try:
         source = corpus.frames(item.row, item.split, fps)
     except (Skip, ConversionError):
