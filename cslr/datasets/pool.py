@@ -2,6 +2,7 @@
 never outlive the process that started them.
 
     results = run_pool(convert_shard, jobs, workers=4, on_progress=bar.update)   # [convert_shard(job, on_video)]
+    run_pool(partial(extract, corpus), items, workers=2, on_result=record)      # record(item, result) as each ends
 
 `fn(job, on_video)` runs in a worker; every `on_video()` call there reaches `on_progress(1)` here. A job's exception
 is re-raised here, and the jobs not started yet are cancelled (running ones finish; their writes are atomic).
@@ -48,10 +49,20 @@ def _run_in_worker(fn: Callable, job):
     return fn(job, _report)
 
 
-def run_pool(fn: Callable, jobs: Sequence, workers: int, on_progress: Callable[[int], object]) -> list:
-    """[fn(job, on_video) for job in jobs], in `workers` processes (in this one when workers <= 1 or one job)."""
+def run_pool(fn: Callable, jobs: Sequence, workers: int, on_progress: Callable[[int], object] = lambda n: None,
+             on_result: Callable[[object, object], object] | None = None) -> list:
+    """[fn(job, on_video) for job in jobs], in `workers` processes (in this one when workers <= 1 or one job).
+
+    `on_result(job, result)` runs here as each job finishes (in completion order): to record progress that must
+    survive an interruption (a resumable run's progress file) before the other jobs are done.
+    """
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(job, lambda: on_progress(1)) for job in jobs]
+        results = []
+        for job in jobs:
+            results.append(fn(job, lambda: on_progress(1)))
+            if on_result is not None:
+                on_result(job, results[-1])
+        return results
     ctx = mp.get_context()
     q = ctx.Queue()
 
@@ -70,7 +81,10 @@ def run_pool(fn: Callable, jobs: Sequence, workers: int, on_progress: Callable[[
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             drain()
             for fut in done:
-                results[pending.pop(fut)] = fut.result()  # re-raises a worker's error here
+                i = pending.pop(fut)
+                results[i] = fut.result()  # re-raises a worker's error here
+                if on_result is not None:
+                    on_result(jobs[i], results[i])
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # fail fast; running jobs finish atomically
         raise

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from cslr.datasets.convert import SPLITS, ConversionError, Corpus, Row, Skip
 from cslr.datasets.corpora import open_corpus
+from cslr.datasets.pool import run_pool
 from cslr.datasets.landmarks import Holistic, holistic_module
 from cslr.datasets.posefile import PoseFileError, load_landmarks, npy_bytes, pose_file_bytes
 from cslr.datasets.schema import NUM_LANDMARKS
@@ -159,19 +160,11 @@ def extract_video(corpus: Corpus, item: Item, out: str, fmt: str, fps: float | N
     return len(rows)
 
 
-_worker_corpus: Corpus | None = None
-
-
-def _init_worker(corpus: Corpus) -> None:
-    global _worker_corpus
-    _worker_corpus = corpus
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def _run_one(item: Item, out: str, fmt: str, fps: float | None) -> tuple[Item, int, str | None]:
-    """(item, frames, error reason or None): in a pool worker or inline."""
+def _run_one(corpus: Corpus, out: str, fmt: str, fps: float | None, item: Item, on_video=None
+             ) -> tuple[Item, int, str | None]:
+    """(item, frames, error reason or None): a `run_pool` job, in a pool worker or inline."""
     try:
-        return item, extract_video(_worker_corpus, item, out, fmt, fps), None
+        return item, extract_video(corpus, item, out, fmt, fps), None
     except Skip as e:
         return item, 0, str(e)
 
@@ -223,23 +216,9 @@ def extract(cfg: ExtractConfig, env=None) -> Report:
         rate = report.frames / max(time.perf_counter() - start, 1e-9)
         progress.update(1, frames=report.frames, **{"frames/s": f"{rate:.1f}"}, bad=len(report.bad))
 
-    try:
-        _init_worker(corpus)
-        if cfg.workers <= 1 or len(todo) <= 1:
-            for item in todo:
-                record(*_run_one(item, cfg.out, cfg.fmt, cfg.fps))
-        else:
-            with ProcessPoolExecutor(cfg.workers, initializer=_init_worker, initargs=(corpus,)) as pool:
-                pending = {pool.submit(_run_one, i, cfg.out, cfg.fmt, cfg.fps) for i in todo}
-                try:
-                    while pending:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            record(*fut.result())
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+    try:  # workers that exit with this process (cslr.datasets.pool); each video recorded as it ends
+        run_pool(partial(_run_one, corpus, cfg.out, cfg.fmt, cfg.fps), todo, cfg.workers,
+                 on_result=lambda item, result: record(*result))
     finally:
         progress.close()
         report.seconds = time.perf_counter() - start

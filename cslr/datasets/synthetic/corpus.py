@@ -35,8 +35,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from cslr.io import atomic_write_json, cache_dir, read_json_record, sha256_file
 
+from ..pool import run_pool
 from ..render import render_frames
 from ..schema import POSE_LAYOUT, VideoSample
 from ..vocab import Vocabulary
@@ -87,8 +88,16 @@ def make_sample(spec: SampleSpec, corpus: Corpus, render: bool = True) -> VideoS
 # Shards, manifest
 # ----------------------------------------------------------------------------------------------------------
 
-def _write_shard_job(path: str, specs: list, corpus: Corpus) -> dict:
-    return write_shard(path, (make_sample(s, corpus) for s in specs))
+def _write_shard_job(corpus: Corpus, out: Path, job: tuple, on_video) -> dict:
+    """Write one shard (a `run_pool` job: (split, name, specs)); `on_video()` after each video, for the bar."""
+    _, name, specs = job
+
+    def samples():
+        for spec in specs:
+            yield make_sample(spec, corpus)
+            on_video()
+
+    return write_shard(str(out / name), samples())
 
 
 def _config(corpus: Corpus) -> dict:
@@ -152,20 +161,12 @@ def prepare_synthetic(out_dir: str | os.PathLike, preset: str | SyntheticPreset 
     bar = tqdm(total=sum(len(s) for _, _, s in jobs), initial=sum(e["count"] for e in entries.values()),
                unit="video", desc=f"synthetic-{preset.name}", disable=not progress)
 
-    def finished(name: str, entry: dict) -> None:
-        entries[name] = entry
-        bar.update(entry["count"])
+    def finished(job: tuple, entry: dict) -> None:  # a shard is complete: a rerun keeps it
+        entries[job[1]] = entry
         atomic_write_json(out / ".synthetic-progress.json",
                           {"config": config, "splits": {"all": {"shards": list(entries.values())}}})
 
-    if workers == 1:
-        for _, name, specs in todo:
-            finished(name, _write_shard_job(str(out / name), specs, corpus))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            futures = {pool.submit(_write_shard_job, str(out / name), specs, corpus): name for _, name, specs in todo}
-            for f in as_completed(futures):
-                finished(futures[f], f.result())
+    run_pool(partial(_write_shard_job, corpus, out), todo, workers, bar.update, on_result=finished)
     bar.close()
 
     vocab = Vocabulary.build(" ".join(s.tokens) for s in corpus.samples["train"])
