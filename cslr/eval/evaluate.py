@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import DataConfig, build_loader
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import load_manifest
+from cslr.io import Progress
 from cslr.models.checkpoint import model_from_checkpoint
 
 from .decode import beam_search, greedy_decode
@@ -40,8 +40,9 @@ def evaluate_loader(accelerator, model, loader, vocab: Vocabulary, protocol: str
     it = iter(loader)
     last = None
     multi = accelerator.num_processes > 1
-    bar = tqdm(total=len(loader) if hasattr(loader, "__len__") else None, desc=desc,
-               disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True)
+    # tqdm on a terminal; in a log file a line every 30 s of a long pass only (a short one prints nothing)
+    bar = Progress(len(loader) if hasattr(loader, "__len__") else None, desc=desc, unit="batches",
+                   enabled=accelerator.is_main_process, final=False)
     while True:
         batch = next(it, None)
         if multi:
