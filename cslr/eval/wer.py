@@ -218,11 +218,12 @@ def read_stm(path: str | os.PathLike) -> dict[str, tuple[str, list[str]]]:
 # -------------------------------------------------------------------------------------------- scoring
 
 
-def align_counts(ref: list[str], hyp: list[str], ignore_case: bool = True) -> tuple[int, int, int, int]:
-    """(correct, substitutions, deletions, insertions) of sclite's minimum-cost alignment."""
-    if ignore_case:
-        ref, hyp = [w.lower() for w in ref], [w.lower() for w in hyp]
-    n, m = len(ref), len(hyp)
+def alignment(ref: list[str], hyp: list[str], ignore_case: bool = True) -> list[tuple[str, str | None, str | None]]:
+    """sclite's minimum-cost alignment as (op, reference word, hypothesis word) in sentence order; op is "C"
+    (correct), "S" (substitution), "D" (deletion: no hypothesis word) or "I" (insertion: no reference word).
+    Words keep their case; `ignore_case` only decides which are equal."""
+    r, h = ([w.lower() for w in ref], [w.lower() for w in hyp]) if ignore_case else (ref, hyp)
+    n, m = len(r), len(h)
     # cost[i][j]: cheapest alignment of ref[:i] with hyp[:j].
     cost = [[0] * (m + 1) for _ in range(n + 1)]
     for j in range(1, m + 1):
@@ -231,23 +232,29 @@ def align_counts(ref: list[str], hyp: list[str], ignore_case: bool = True) -> tu
         row, prev = cost[i], cost[i - 1]
         row[0] = i * DEL_COST
         for j in range(1, m + 1):
-            diag = prev[j - 1] + (0 if ref[i - 1] == hyp[j - 1] else SUB_COST)
+            diag = prev[j - 1] + (0 if r[i - 1] == h[j - 1] else SUB_COST)
             row[j] = min(diag, row[j - 1] + INS_COST, prev[j] + DEL_COST)
     # Backtrace from the end; sclite's choice among equal-cost steps: diagonal, insertion, deletion.
     i, j = n, m
-    cor = sub = dele = ins = 0
+    ops = []
     while i or j:
-        if i and j and cost[i][j] == cost[i - 1][j - 1] + (0 if ref[i - 1] == hyp[j - 1] else SUB_COST):
-            if ref[i - 1] == hyp[j - 1]:
-                cor += 1
-            else:
-                sub += 1
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (0 if r[i - 1] == h[j - 1] else SUB_COST):
+            ops.append(("C" if r[i - 1] == h[j - 1] else "S", ref[i - 1], hyp[j - 1]))
             i, j = i - 1, j - 1
         elif j and cost[i][j] == cost[i][j - 1] + INS_COST:
-            ins, j = ins + 1, j - 1
+            ops.append(("I", None, hyp[j - 1]))
+            j -= 1
         else:
-            dele, i = dele + 1, i - 1
-    return cor, sub, dele, ins
+            ops.append(("D", ref[i - 1], None))
+            i -= 1
+    ops.reverse()
+    return ops
+
+
+def align_counts(ref: list[str], hyp: list[str], ignore_case: bool = True) -> tuple[int, int, int, int]:
+    """(correct, substitutions, deletions, insertions) of sclite's minimum-cost alignment."""
+    ops = [op for op, _, _ in alignment(ref, hyp, ignore_case)]
+    return ops.count("C"), ops.count("S"), ops.count("D"), ops.count("I")
 
 
 @dataclass
@@ -341,3 +348,43 @@ def score(
         per_signer=per_signer,
         missing_hyps=missing,
     )
+
+
+@dataclass
+class SentenceScore:
+    """One sentence as scored: the normalised reference and hypothesis, its errors and its substituted pairs."""
+
+    utt: str
+    signer: str
+    ref: list[str]
+    hyp: list[str]
+    sub: int
+    dele: int
+    ins: int
+    substitutions: list[tuple[str, str]]  # (reference word, hypothesis word) of each substitution
+
+    @property
+    def errors(self) -> int:
+        return self.sub + self.dele + self.ins
+
+    @property
+    def wer(self) -> float:
+        return _percent(self.errors, len(self.ref))
+
+
+def sentence_scores(hyps: dict[str, list[str]], refs: dict[str, tuple[str, list[str]]],
+                    protocol: str = "phoenix2014") -> list[SentenceScore]:
+    """Every reference sentence (sorted ids) scored as :func:`score` scores it: the same normalisation and
+    alignment, so the sums of the sentences' S, D, I are the corpus counts. A missing hypothesis is empty."""
+    _check_protocol(protocol)
+    ignore_case = protocol != "plain"
+    out = []
+    for utt in sorted(refs):
+        signer, ref_words = refs[utt]
+        ref = normalize_reference(list(ref_words), protocol)
+        hyp = normalize_hypothesis(list(hyps[utt]), protocol) if utt in hyps else []
+        ops = alignment(ref, hyp, ignore_case)
+        kinds = [op for op, _, _ in ops]
+        out.append(SentenceScore(utt, signer, ref, hyp, kinds.count("S"), kinds.count("D"), kinds.count("I"),
+                                 [(a, b) for op, a, b in ops if op == "S"]))
+    return out
