@@ -177,6 +177,39 @@ def test_offline_outputs_ctm_json_and_stream_equals_offline(corpus, tmp_path, ca
     assert lines[-1] == f"{video}: {' '.join(wrec['glosses'])}" and lines[0].startswith("[")
 
 
+def test_url_source_gives_the_files_glosses(corpus, tmp_path, capsys):
+    """An HTTP URL (a local server here) goes through PyAV's network input: the same glosses as the file.
+
+    The served copy has its index at the front (`movflags=faststart`, as web video is published): Python's test
+    server answers no range requests, so FFmpeg cannot fetch an index stored at the end."""
+    import functools
+    import http.server
+    import threading
+
+    root, videos, data, ckpt = corpus
+    served = tmp_path / "served"
+    write_video(served / "a.mp4", moving_frames(70, seed=1), fps=30, options={"movflags": "faststart"})
+    raw = (served / "a.mp4").read_bytes()
+    assert raw.index(b"moov") < raw.index(b"mdat")  # the index first
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a.mp4"
+        code, out, err = run(capsys, "--checkpoint", ckpt, url, "--json", tmp_path / "u.json", "--beam", "4")
+        assert code == 0, err
+        code, _, err = run(capsys, "--checkpoint", ckpt, served / "a.mp4", "--json", tmp_path / "f.json", "--beam", "4")
+        assert code == 0, err
+        by_url = json.loads((tmp_path / "u.json").read_text())["videos"][0]
+        by_file = json.loads((tmp_path / "f.json").read_text())["videos"][0]
+        assert by_url["glosses"] == by_file["glosses"] and by_url["times"] == by_file["times"]
+        assert by_url["frames"] == by_file["frames"] and out.strip().splitlines()[-1].startswith(url)
+        code, _, err = run(capsys, "--checkpoint", ckpt, url.replace("a.mp4", "missing.mp4"))
+        assert code == 2 and "missing.mp4" in err
+    finally:
+        server.shutdown()
+
+
 def test_onnx_fp32_and_int8_recognise(corpus, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     root, videos, data, ckpt = corpus

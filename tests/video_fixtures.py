@@ -60,7 +60,7 @@ def signing_frames(n: int) -> list[np.ndarray]:
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 25, codec: str | None = None,
-                rotation: int = 0) -> Path:
+                rotation: int = 0, options: dict | None = None) -> Path:
     """Encode RGB frames with PyAV; the codec follows the suffix (CODECS) unless given. Even sizes for yuv420p.
 
     `rotation`: a display matrix turning the frames this many degrees counterclockwise, as phones store portrait
@@ -70,7 +70,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 25, codec: st
     name, pix = CODECS[path.suffix] if codec is None else (codec, "yuv420p")
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=options or {}) as out:
         stream = out.add_stream(name, rate=rate)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = pix
