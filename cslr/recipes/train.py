@@ -159,6 +159,8 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
         logger.info("results: best dev WER %s%% (epoch %s), test WER %s%%, %.0f s, %.1f samples/s -> %s",
                     _fmt(res["best_dev_wer"]), res["best_epoch"], _fmt(res["test_wer"]), res["wall_time_s"],
                     res["samples_per_s"] or 0.0, out / "results.json")
+        # best dev WER, its epoch, test WER and best_model.pth (by reference) on the trackers
+        trainer.dashboard.log_summary(res, out / "best_model.pth", trainer.state.global_step)
     acc.end_training()
     return 0
 
@@ -205,7 +207,8 @@ def test_best(cfg: TrainConfig, acc, trainer: Trainer, vocab: Vocabulary, protoc
                     trainer.state.best_epoch, cfg.run.beam_width,
                     f", LM {cfg.run.lm} weight {lm_weight:g} bonus {word_bonus:g}" if lm is not None else "", test["wer"], test["sub"], test["dele"],
                     test["ins"], test["num_ref_words"], coverage.text(), result.format_table())
-    acc.log({"test/wer": test["wer"]}, step=trainer.state.global_step)
+    # test/wer, S/D/I, per-signer WER and the tables of these hypotheses on the trackers (main process)
+    trainer.dashboard.log_evaluation("test", hyps, refs, result, protocol, trainer.state.global_step)
     return test
 
 

@@ -58,6 +58,10 @@ class RunConfig:
     lm_weight: str = ""             # a number; empty: the weights launch/tune_lm.py wrote beside the LM (tuned on dev)
     word_bonus: str = ""            # a number; empty: as lm_weight
     allow_incomplete_eval: bool = False  # score dev/test even if some listed videos could not be read (never "best")
+    log_every_steps: int = 10       # tracker scalars (loss parts, lr, grad norm, throughput, memory) every N steps
+    progress_every_s: float = 30.0  # stdout not a terminal (a Slurm log): a plain progress line every this many s
+    progress_every_steps: int = 0   # ... or every this many batches, whichever first (0: by time only)
+    dashboard_rows: int = 20        # N of the trackers' worst-sentences, fixed-sample and substitution tables
 
 
 @dataclass
@@ -229,6 +233,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.run.save_every_steps >= 0, f"--save_every_steps must be >= 0 (0: epoch ends only), not "
                                         f"{cfg.run.save_every_steps}"),
         (cfg.run.keep_last >= 0, f"--keep_last must be >= 0, not {cfg.run.keep_last}"),
+        (cfg.run.log_every_steps >= 1, f"--log_every_steps must be >= 1, not {cfg.run.log_every_steps}"),
+        (cfg.run.progress_every_s >= 0 and cfg.run.progress_every_steps >= 0,
+         "--progress_every_s and --progress_every_steps must be >= 0"),
+        (cfg.run.dashboard_rows >= 1, f"--dashboard_rows must be >= 1, not {cfg.run.dashboard_rows}"),
         (cfg.run.patience >= 0, f"--patience must be >= 0 (0: off), not {cfg.run.patience}"),
         (cfg.run.beam_width >= 0, f"--beam_width must be >= 0, not {cfg.run.beam_width}"),
         (cfg.run.protocol in ("", *PROTOCOLS), f"--protocol must be one of {', '.join(PROTOCOLS)} (or empty: the "

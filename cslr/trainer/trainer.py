@@ -20,17 +20,18 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import build_loader
 from cslr.datasets.vocab import Vocabulary
 from cslr.eval.evaluate import evaluate_loader, split_coverage
 from cslr.eval.forward import batch_to, model_forward
 from cslr.eval.wer import score
+from cslr.io import Progress
 from cslr.models.checkpoint import save_portable
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, plain_dict
+from .dashboard import Dashboard, Throughput, peak_memory
 from .losses import teacher_loss
 from .optim import build_optimizer, build_scheduler
 from .report import plot_curves
@@ -119,6 +120,8 @@ class Trainer:
         self._window_finite = False    # a finite micro-batch in the current accumulation window
         self._epoch_loss = [0.0, 0.0]  # (loss sum, finite batches) of this epoch on this rank
         self._epoch_unknown: dict = {}  # split -> unknown gloss occurrences in this epoch
+        self.dashboard = Dashboard(accelerator, cfg.run.dashboard_rows, cfg.run.seed)  # tables for the trackers
+        self._window = Throughput()    # since the last tracker values: samples, frames, tokens, data wait
 
     # ----------------------------------------------------------------------------------------- setup
     def _fill_deepspeed_auto(self) -> None:
@@ -223,8 +226,10 @@ class Trainer:
                 f"{self._consecutive_bad} consecutive non-finite losses (limit --max_bad_steps "
                 f"{self.cfg.run.max_bad_steps}); stopping. Checkpoints in {self.ckpt_dir} are intact: lower the "
                 "learning rate or check the data, then --resume auto")
-        return {"loss": float(loss.detach()) if finite else float("nan"), "finite": finite, "stop": stop, "grad_norm": None if grad_norm is None else float(grad_norm),
-                **{k: float(v) for k, v in parts.items()}}
+        parts = {k: float(v) for k, v in parts.items()}
+        return {"loss": float(loss.detach()) if finite else float("nan"), "finite": finite, "stop": stop,
+                "grad_norm": None if grad_norm is None else float(grad_norm), **parts, "parts": parts,
+                "tokens": int(out["lengths"].sum())}  # output frames of the CTC head
 
     # ----------------------------------------------------------------------------------------- loop
     def train(self) -> dict:
@@ -268,26 +273,34 @@ class Trainer:
             st.batches_done = 0
         self.model.train()
         n_batches = self.steps_per_epoch * self.accum
-        bar = tqdm(total=n_batches, initial=st.batches_done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not acc.is_main_process, dynamic_ncols=True, leave=False)
+        # tqdm on a terminal; in a log file (Slurm) a plain line every progress_every_s s / _steps batches
+        bar = Progress(n_batches, st.batches_done, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", unit="batches",
+                       enabled=acc.is_main_process, every_s=cfg.run.progress_every_s,
+                       every_n=cfg.run.progress_every_steps)
         interrupted = False
         # Time blocked on the loader vs the whole loop: the fraction says whether the loader feeds the model.
         wait_s, t_loop = 0.0, time.perf_counter()
         t_ready = t_loop
+        self._window, epoch_tp = Throughput(), Throughput()
         for batch in self.train_loader:
-            wait_s += time.perf_counter() - t_ready
+            waited = time.perf_counter() - t_ready
+            wait_s += waited
             if st.batches_done >= n_batches:
                 break
             res = self.train_step(batch)
             st.batches_done += 1
-            st.samples_seen += int(batch["lengths"].shape[0]) * acc.num_processes
+            n, b = acc.num_processes, int(batch["lengths"].shape[0])
+            st.samples_seen += b * n
+            for tp in (self._window, epoch_tp):  # all ranks: this rank's work times the ranks
+                tp.add(b * n, int(batch["lengths"].sum()) * n, res["tokens"] * n, waited)
             if res["finite"]:
                 self._epoch_loss[0] += res["loss"]
                 self._epoch_loss[1] += 1
-            bar.update(1)
             if acc.sync_gradients:
                 st.global_step += 1
                 self.after_step(epoch, res, bar, st.batches_done / n_batches)
+            bar.update(1)
+            if acc.sync_gradients:
                 if res["stop"]:
                     interrupted = True
                     break
@@ -301,19 +314,27 @@ class Trainer:
         bar.close()
         self._log_skips(epoch)
         return {"interrupted": interrupted, "complete": st.batches_done >= n_batches, "wait_s": wait_s,
-                "loop_s": loop_s}
+                "loop_s": loop_s, "throughput": epoch_tp.rates("epoch")}
 
     def after_step(self, epoch: int, res: dict, bar, epoch_fraction: float) -> None:
-        """After each optimizer step: the progress bar, and every 10 steps a loss/lr record and tracker values."""
+        """After each optimizer step: the progress fields, and every `log_every_steps` steps a loss/lr record and
+        tracker values: loss and its parts (CTC, each auxiliary head's, KD's KL), lr, gradient norm, throughput
+        and data wait since the last values, peak memory, skipped batches and samples."""
         st = self.state
         lr = self.scheduler.get_last_lr()[0]
-        bar.set_postfix(loss=f"{res['loss']:.3f}", lr=f"{lr:.2e}")
-        if st.global_step % 10 == 0 or st.global_step == 1:
+        bar.set_fields(loss=f"{res['loss']:.3f}", lr=f"{lr:.2e}")
+        if st.global_step % self.cfg.run.log_every_steps == 0 or st.global_step == 1:
             st.steps.append({"step": st.global_step, "loss": res["loss"], "lr": lr})
-            log = {"train/loss": res["loss"], "train/lr": lr, "train/epoch": epoch + epoch_fraction}
+            log = {"train/loss": res["loss"], "train/lr": lr, "train/epoch": epoch + epoch_fraction,
+                   **{f"train/loss_{k}": v for k, v in res["parts"].items() if math.isfinite(v)},
+                   **self._window.rates("train"), **peak_memory(self.acc.device),
+                   "train/skipped_batches": st.nonfinite_total,
+                   "train/skipped_samples": sum(st.skipped.values()) +
+                   sum((getattr(self.train_loader, "skip_counts", None) or {}).values())}
             if res["grad_norm"] is not None and math.isfinite(res["grad_norm"]):
                 log["train/grad_norm"] = res["grad_norm"]
             self.acc.log(log, step=st.global_step)
+            self._window = Throughput()
 
     def end_epoch(self, epoch: int, ended: dict, epoch_time_s: float, last: bool) -> None:
         """Mean loss over ranks, dev WER (every `eval_every` epochs and at the end), the epoch record, the log line,
@@ -339,9 +360,14 @@ class Trainer:
         if st.history and st.history[-1]["epoch"] == rec["epoch"]:
             st.history.pop()  # the record of this epoch's part before a --max_steps stop and resume
         st.history.append(rec)
-        acc.log({"epoch/train_loss": mean_loss, "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
+        acc.log({**ended.get("throughput", {}), **peak_memory(acc.device), "epoch/train_loss": mean_loss,
+                 "epoch/data_wait_fraction": rec["data_wait_fraction"] or 0.0,
+                 "epoch/skipped_batches": st.nonfinite_total,
                  **({"epoch/dev_wer": rec["dev_wer"]} if rec["dev_wer"] is not None else {})},
                 step=st.global_step)
+        if rec["dev_wer"] is not None:  # tables of the hypotheses just decoded (main process; no extra pass)
+            self.dashboard.log_evaluation("dev", res["hyps"], res["refs"], res["result"], self.protocol,
+                                          st.global_step)
         wer_s = (f"{rec['dev_wer']:.1f}% ({rec['dev_videos']} of {rec['dev_videos_listed']} videos)"
                  if rec["dev_wer"] is not None else "-")
         logger.info("Epoch %d | Val WER: %s | Loss: %.4f | step %d | %.0fs | data wait %.1f%%", epoch + 1, wer_s,
