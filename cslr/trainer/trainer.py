@@ -115,7 +115,7 @@ class Trainer:
         # Not registered with Accelerate (it would pickle it): its state is plain numbers in trainer_state.json.
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
         self.state = TrainState()
-        self._stop_signal = False
+        self._stop_signal = 0  # the signal number once SIGUSR1 / SIGTERM arrived
         self._consecutive_bad = 0      # non-finite losses in a row (all ranks agree)
         self._window_finite = False    # a finite micro-batch in the current accumulation window
         self._epoch_loss = [0.0, 0.0]  # (loss sum, finite batches) of this epoch on this rank
@@ -136,9 +136,8 @@ class Trainer:
 
     def install_signal_handlers(self) -> None:
         """SIGUSR1 (Slurm's warning before the end) and SIGTERM: finish the step, save, exit for requeue."""
-        def handler(signum, _frame):
-            self._stop_signal = True
-            logger.warning("received signal %d: will save a checkpoint after the current step and exit", signum)
+        def handler(signum, _frame):  # no logging here: a signal arriving mid-write would re-enter the stream
+            self._stop_signal = signum
 
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, handler)
@@ -302,6 +301,9 @@ class Trainer:
             bar.update(1)
             if acc.sync_gradients:
                 if res["stop"]:
+                    logger.warning("%s: saving a checkpoint after step %d and exiting",
+                                   f"received signal {int(self._stop_signal)}" if self._stop_signal
+                                   else "another rank received a stop signal", st.global_step)
                     interrupted = True
                     break
                 if cfg.run.save_every_steps and st.global_step % cfg.run.save_every_steps == 0:
