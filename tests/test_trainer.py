@@ -272,12 +272,34 @@ def _in_process_trainer(tiny_data, out, loss_fn=None, **run_overrides):
     cfg.model.arch, cfg.optim.epochs = "teacher_tiny", 1
     cfg.run.output_dir, cfg.run.report_to = str(out), "none"
     cfg.data.modalities = tuple(cfg.model.modality.split("+"))
+    cfg.optim.accumulation_steps = run_overrides.pop("accumulation_steps", 1)
     for k, v in run_overrides.items():
         setattr(cfg.run, k, v)
     acc = accelerator_for(cfg)
     vocab = Vocabulary.load(tiny_data / "vocab.txt")
     model, meta = build_model(cfg.model, len(vocab))
     return Trainer(cfg, acc, model, vocab, "phoenix2014", meta, loss_fn=loss_fn)
+
+
+def test_resume_warns_when_the_global_batch_changes(tiny_data, tmp_path, caplog):
+    """A run requeued with another geometry (here accumulation 1 -> 2; fewer GPUs likewise) is told so in the log."""
+    import logging
+
+    from cslr.trainer import checkpoint as ckpt
+
+    out = tmp_path / "o"
+    first = _in_process_trainer(tiny_data, out, max_steps=2)
+    first.train()
+    (saved,) = ckpt.list_checkpoints(first.ckpt_dir)
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert state["batch"] == {"per_rank": 4, "ranks": 1, "accumulation": 1, "global": 4}
+    with caplog.at_level(logging.WARNING, logger="cslr"):
+        _in_process_trainer(tiny_data, out, max_steps=4).load(saved)
+    assert not [r for r in caplog.records if "global batch" in r.getMessage()]  # same geometry: silent
+    with caplog.at_level(logging.WARNING, logger="cslr"):
+        _in_process_trainer(tiny_data, out, max_steps=4, accumulation_steps=2).load(saved)
+    (warning,) = [r.getMessage() for r in caplog.records if "global batch" in r.getMessage()]
+    assert "4 -> 8" in warning and "4 x 1 x 1 -> 4 x 1 x 2" in warning and "learning rate" in warning
 
 
 def test_nonfinite_loss_is_skipped_and_counted(tiny_data, tmp_path):

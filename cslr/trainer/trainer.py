@@ -153,10 +153,16 @@ class Trainer:
         st.wall_time_s = self.wall_time()
         st.epoch_loss = self._sum_ranks(self._epoch_loss)
         name = ckpt.checkpoint_name(st.epoch, st.global_step)
-        state = {**st.state_dict(), "scheduler": self.scheduler.state_dict()}
+        state = {**st.state_dict(), "scheduler": self.scheduler.state_dict(), "batch": self.batch_geometry()}
         path = ckpt.save_checkpoint(self.acc, self.ckpt_dir, name, state, self.cfg.run.keep_last)
         logger.info("saved checkpoint %s%s", path, f" ({tag})" if tag else "")
         return path
+
+    def batch_geometry(self) -> dict:
+        """Samples per optimizer step: per rank x ranks x accumulation (saved with each checkpoint)."""
+        per_rank, ranks = self.cfg.data.batch_size, self.acc.num_processes
+        return {"per_rank": per_rank, "ranks": ranks, "accumulation": self.accum,
+                "global": per_rank * ranks * self.accum}
 
     def load(self, path: Path) -> None:
         state = ckpt.load_checkpoint(self.acc, self.model, self.optimizer, path)
@@ -164,6 +170,16 @@ class Trainer:
         if not isinstance(sched, dict) or "last_epoch" not in sched:
             raise ckpt.CheckpointError(f"{path / ckpt.STATE_FILE}: no learning-rate schedule state")
         self.scheduler.load_state_dict(sched)
+        saved = state.pop("batch", None)
+        now = self.batch_geometry()
+        if isinstance(saved, dict) and saved.get("global") != now["global"]:
+            logger.warning(
+                "%s: the global batch changes on resume, %s -> %s (per rank x ranks x accumulation: %s x %s x %s -> "
+                "%s x %s x %s). The learning rate stays %g: optimisation is not the run it continues. To keep it, "
+                "hold the global batch (--accumulation_steps) or scale the learning rate with it (linear rule).",
+                path, saved.get("global"), now["global"], saved.get("per_rank"), saved.get("ranks"),
+                saved.get("accumulation"), now["per_rank"], now["ranks"], now["accumulation"],
+                self.cfg.optim.learning_rate)
         self.state.load_state_dict(state)
         self._wall_before = float(self.state.wall_time_s)
         self.train_loader.load_state_dict(self.state.loader)
