@@ -3,8 +3,9 @@
     python launch/tune_lm.py --checkpoint runs/teacher/best_model.pth --lm runs/lm/lm.arpa [--data DIR] [--beam 10]
 
 Writes <lm>.weights.json beside the LM (read by cslr.eval.lm.load_lm, so `--lm PATH` decodes with them).
-Only the dev split is read for tuning. `--report` then decodes dev and test with greedy, beam and beam + LM (the
-tuned weights), prints a markdown table of WER and ms per sentence and writes it to <checkpoint dir>/lm_report.json.
+Only the dev split is read for tuning. `--report` then decodes dev (the log-probs kept from tuning, so the model
+runs on dev once) and test with greedy, beam and beam + LM (the tuned weights), prints a markdown table of WER and
+ms per sentence and writes it to <checkpoint dir>/lm_report.json.
 See cslr/recipes/lm.py.
 """
 
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
           f"(beam {args.beam} without LM {base['wer']:.2f}%) -> {result['weights_path']}")
     if args.report:
         rows = decoder_report(args.checkpoint, lm, best["lm_weight"], best["word_bonus"], args.data, args.beam,
-                              batch_size=args.batch_size, num_workers=args.num_workers)
+                              batch_size=args.batch_size, num_workers=args.num_workers,
+                              cached={"dev": result["cache"]})  # dev's log-probs from the tuning: no second pass
         out = Path(args.checkpoint).resolve().parent / "lm_report.json"
         atomic_write_json(out, {"checkpoint": str(args.checkpoint), "lm": args.lm, "lm_weight": best["lm_weight"],
                                 "word_bonus": best["word_bonus"], "beam": args.beam, "rows": rows})

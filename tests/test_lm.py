@@ -278,6 +278,37 @@ def test_tune_lm_cli_and_decode_split_with_an_lm(tmp_path, tiny_data):
     assert strong[1] == plain[1] and strong[0].keys() == plain[0].keys()
 
 
+def test_tune_lm_report_runs_the_model_on_dev_once(tmp_path, tiny_data, monkeypatch, capsys):
+    """--report decodes the dev log-probs the tuning kept: the model's pass over dev runs once, over test once."""
+    import importlib.util
+
+    import cslr.recipes.lm as lm_recipe
+    from conftest import REPO, save_untrained
+
+    ck = save_untrained(tiny_data, tmp_path, randomise=True)
+    lm_path = tmp_path / "lm.arpa"
+    sentences, protocol = lm_recipe.dataset_sentences(tiny_data)
+    lm_recipe.train_lm(sentences, 2, lm_path, protocol)
+    passes = []
+    real = lm_recipe.cache_log_probs
+
+    def counted(checkpoint, data="", split="dev", *args, **kwargs):
+        passes.append(split)
+        return real(checkpoint, data, split, *args, **kwargs)
+
+    monkeypatch.setattr(lm_recipe, "cache_log_probs", counted)
+    spec = importlib.util.spec_from_file_location("launch_tune_lm", REPO / "launch" / "tune_lm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--checkpoint", str(ck), "--lm", str(lm_path), "--beam", "2", "--lm_weights", "0,0.5",
+                     "--word_bonuses", "0", "--num_workers", "0", "--report"]) == 0
+    assert passes == ["dev", "test"]
+    saved = json.loads(weights_path(lm_path).read_text())
+    rows = {(r["split"], r["decoder"]): r for r in json.loads((ck.parent / "lm_report.json").read_text())["rows"]}
+    assert rows["dev", "beam 2"]["wer"] == saved["grid"][0]["wer"] and rows["dev", "beam 2 + LM"]["wer"] == saved["dev_wer"]
+    assert "| test | beam 2 + LM |" in capsys.readouterr().out
+
+
 def test_lm_flags_of_evaluate_compare_and_the_trainer(tmp_path, tiny_data):
     """--lm on evaluate.py, compare.py and the trainer's final test: weights 0 give plain beam search's WER exactly;
     the LM and its weights are recorded; a bad --lm stops the trainer before any training, naming the file."""

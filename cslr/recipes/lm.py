@@ -17,7 +17,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -167,7 +167,10 @@ def tune_weights(cache: CachedSplit, lm: NGramLM, beam: int = 10, lm_weights: Se
 def tune_lm(checkpoint: str | Path, lm_path: str | Path, lm: NGramLM, data: str = "", beam: int = 10,
             lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS, word_bonuses: Sequence[float] = DEFAULT_WORD_BONUSES,
             batch_size: int = 8, num_workers: int = 2, log=print) -> dict:
-    """Cache the dev log-probs of `checkpoint`, grid-search the fusion weights, write ``<lm_path>.weights.json``."""
+    """Cache the dev log-probs of `checkpoint`, grid-search the fusion weights, write ``<lm_path>.weights.json``.
+
+    The result also holds the dev log-probs under "cache" (a CachedSplit), for `decoder_report` to reuse.
+    """
     cache = cache_log_probs(checkpoint, data, "dev", batch_size, num_workers)
     log(f"dev: {len(cache.keys)} videos, forward {cache.forward_s:.1f} s (once); protocol {cache.protocol}")
     result = tune_weights(cache, lm, beam, lm_weights, word_bonuses, log=log)
@@ -175,21 +178,25 @@ def tune_lm(checkpoint: str | Path, lm_path: str | Path, lm: NGramLM, data: str 
     path = write_weights(lm_path, best["lm_weight"], best["word_bonus"], beam=beam, dev_wer=best["wer"],
                          dev_wer_without_lm=base["wer"], checkpoint=str(checkpoint), split="dev", grid=result["grid"])
     result["weights_path"] = str(path)
+    result["cache"] = cache
     return result
 
 
 def decoder_report(checkpoint: str | Path, lm: NGramLM, lm_weight: float, word_bonus: float, data: str = "",
                    beam: int = 10, splits: Sequence[str] = ("dev", "test"), repeats: int = 3, batch_size: int = 8,
-                   num_workers: int = 2, log=print) -> list[dict]:
+                   num_workers: int = 2, log=print, cached: Mapping[str, CachedSplit] | None = None) -> list[dict]:
     """WER and decoding time of greedy, beam `beam` and beam + LM (the given, dev-tuned weights) on each split.
 
-    The model runs once per split; each decoder decodes the cached log-probs `repeats` times and the fastest run
-    gives ms per sentence (decoding only, batches of 16, this process's torch threads). Rows: split, decoder, wer,
-    sub, del, ins, words, ms_per_sentence, and for the LM row the share of the beam's errors it removes.
+    The model runs once per split, except on the splits in `cached` (split -> CachedSplit, e.g. tune_lm's dev
+    log-probs), which are decoded as they are; each decoder decodes the cached log-probs `repeats` times and the
+    fastest run gives ms per sentence (decoding only, batches of 16, this process's torch threads). Rows: split,
+    decoder, wer, sub, del, ins, words, ms_per_sentence, and for the LM row the share of the beam's errors it removes.
     """
     rows = []
     for split in splits:
-        cache = cache_log_probs(checkpoint, data, split, batch_size, num_workers)
+        cache = (cached or {}).get(split)
+        if cache is None:
+            cache = cache_log_probs(checkpoint, data, split, batch_size, num_workers)
         bound = lm.bind(cache.vocab, cache.protocol)
         plain = None
         for name, kw in (("greedy", dict(beam=1)), (f"beam {beam}", dict(beam=beam)),
