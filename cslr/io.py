@@ -71,7 +71,8 @@ class Progress:
 
         epoch 1/30: 120/400 batches (30%), 2.41 batches/s, elapsed 0:00:50, eta 0:01:56, loss 1.234, lr 3.0e-04
 
-    `fields` (update / set_fields) are shown as tqdm's postfix or appended as "name value".
+    `fields` (update / set_fields) are shown as tqdm's postfix or appended as "name value". As a context manager
+    (`with Progress(...) as bar:`) it is closed on leaving the block.
     """
 
     def __init__(self, total: int | None, initial: int = 0, desc: str = "", unit: str = "it", enabled: bool = True,
@@ -126,6 +127,12 @@ class Progress:
         print(self.line(now), file=self.stream, flush=True)
         self.lines += 1
         self.last_t, self.last_n = now, self.count
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._closed:

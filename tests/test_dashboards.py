@@ -281,6 +281,26 @@ def test_progress_lines_by_count_and_by_time_and_a_bar_on_a_terminal():
     assert "\r" in term.getvalue() and "bar" in term.getvalue()
 
 
+def test_progress_as_a_context_manager_closes_on_leaving_the_block():
+    """`with Progress(...) as bar:` (convert_corpus): the last line is printed and the bar closed at the block's end,
+    also when the block raises; a later close() prints nothing more."""
+    from cslr.io import Progress
+
+    log = io.StringIO()
+    with Progress(5, 1, desc="convert", unit="video", every_s=3600, stream=log) as bar:
+        bar.update(2)
+        assert log.getvalue() == ""
+    assert log.getvalue().splitlines()[0].startswith("convert: 3/5 video (60%)")
+    bar.close()
+    assert len(log.getvalue().splitlines()) == 1
+    term = _Terminal()
+    with pytest.raises(RuntimeError):
+        with Progress(3, desc="bar", stream=term) as bar:
+            bar.update(1)
+            raise RuntimeError("stop")
+    assert bar.bar.disable  # tqdm's close() disables the bar
+
+
 # ------------------------------------------------------------------------------------------- KD loss parts
 def test_kd_loss_parts_reach_both_trackers(tiny_data, tmp_path, monkeypatch):
     """An in-process student step with online distillation: CTC, each auxiliary head's CTC and KL, KD's KL."""

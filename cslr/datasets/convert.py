@@ -37,9 +37,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from cslr.io import atomic_write_json, read_json_record
+from cslr.io import Progress, atomic_write_json, read_json_record
 
 from .landmarks import Holistic
 from .pool import run_pool
@@ -364,7 +363,7 @@ def reusable_record(job: ShardJob) -> dict | None:
     return record
 
 
-def run_jobs(jobs: list[ShardJob], workers: int, bar: tqdm) -> dict[tuple[str, int], dict]:
+def run_jobs(jobs: list[ShardJob], workers: int, bar: Progress) -> dict[tuple[str, int], dict]:
     """Convert shards in a process pool (in this process when workers <= 1) -> {(split, index): record}."""
     records = run_pool(convert_shard, jobs, workers, bar.update)
     return {(job.split, job.index): record for job, record in zip(jobs, records)}
@@ -473,7 +472,7 @@ def convert_corpus(corpus: Corpus, out_dir: str | os.PathLike, pose_dir: str | o
         frame_size: (H, W) to store frames at; None keeps the original size.
         shard_size: videos per shard.
         splits: the splits to convert, in order.
-        progress: show a tqdm bar (videos).
+        progress: show progress in videos (cslr.io.Progress: a bar on a terminal, else plain lines).
         jpeg_quality: JPEG quality of the stored frames.
         fps: resample every video to this frame rate; None keeps each video's.
         extract_pose: extract MediaPipe Holistic landmarks inline (instead of reading pose_dir).
@@ -500,7 +499,7 @@ def convert_corpus(corpus: Corpus, out_dir: str | os.PathLike, pose_dir: str | o
     total = sum(len(j.rows) for j in jobs)
     kept = sum(len(j.rows) for j in jobs if (j.split, j.index) in records)
     workers = (os.cpu_count() or 1) if workers is None else workers
-    with tqdm(total=total, initial=kept, unit="video", disable=not progress, desc=corpus.name) as bar:
+    with Progress(total, kept, unit="video", enabled=progress, desc=corpus.name) as bar:
         records.update(run_jobs(todo, min(workers, len(todo)), bar))
 
     manifest = _build_manifest(corpus, jobs, records, malformed, vocab, settings, config={

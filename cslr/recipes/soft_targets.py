@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from cslr.datasets.pipeline import DataConfig, EvalDecoder
 from cslr.datasets.shards import BadSample, iter_shard
@@ -31,7 +30,7 @@ from cslr.datasets.soft_targets import (DTYPES, FORMAT, READABLE_FORMATS, RECORD
 from cslr.datasets.vocab import Vocabulary
 from cslr.datasets.writer import MANIFEST, VOCAB, load_manifest, write_shard
 from cslr.eval.decode import greedy_decode
-from cslr.io import atomic_write_json, read_json_record, sha256_file
+from cslr.io import Progress, atomic_write_json, read_json_record, sha256_file
 from cslr.models.checkpoint import model_from_checkpoint
 
 log = logging.getLogger("cslr.soft_targets")
@@ -258,8 +257,8 @@ def generate(cfg: SoftConfig, accelerator) -> dict | None:
 
     model.to(acc.device).requires_grad_(False)
     writer = _ShardWriter(cfg, settings, model, vocab, EvalDecoder(data_cfg, vocab, manifest, cfg.split), acc)
-    bar = tqdm(total=sum(e["count"] for e in mine), unit="videos", desc=f"soft targets (rank 0 of {acc.num_processes})",
-               disable=not acc.is_main_process, dynamic_ncols=True)
+    bar = Progress(sum(e["count"] for e in mine), unit="videos", desc=f"soft targets (rank 0 of {acc.num_processes})",
+                   enabled=acc.is_main_process)
     t0 = time.perf_counter()
     for e in mine:
         writer.write(data_dir, out, e, bar)

@@ -41,9 +41,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from cslr.io import atomic_write_json, cache_dir, read_json_record, sha256_file
+from cslr.io import Progress, atomic_write_json, cache_dir, read_json_record, sha256_file
 
 from ..pool import run_pool
 from ..render import render_frames
@@ -141,7 +140,7 @@ def prepare_synthetic(out_dir: str | os.PathLike, preset: str | SyntheticPreset 
         seed: everything is drawn from it; the same seed and preset give byte-identical shards.
         workers: processes (default: CPU count; 1 = in this process). Does not change the output.
         held_out_signer: 1-based signer that appears only in dev and test.
-        progress: show a tqdm bar.
+        progress: show progress in videos (cslr.io.Progress: a bar on a terminal, else plain lines).
     A rerun into the same folder with the same settings keeps the shards that are already complete.
     """
     if isinstance(preset, str):
@@ -158,8 +157,8 @@ def prepare_synthetic(out_dir: str | os.PathLike, preset: str | SyntheticPreset 
     entries = {name: done[name] for _, name, _ in jobs if name in done}
     todo = [j for j in jobs if j[1] not in entries]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    bar = tqdm(total=sum(len(s) for _, _, s in jobs), initial=sum(e["count"] for e in entries.values()),
-               unit="video", desc=f"synthetic-{preset.name}", disable=not progress)
+    bar = Progress(sum(len(s) for _, _, s in jobs), sum(e["count"] for e in entries.values()), unit="video",
+                   desc=f"synthetic-{preset.name}", enabled=progress)
 
     def finished(job: tuple, entry: dict) -> None:  # a shard is complete: a rerun keeps it
         entries[job[1]] = entry
