@@ -203,7 +203,11 @@ class Trainer:
         return t.tolist()
 
     def train_step(self, batch: dict) -> dict:
-        """One micro-batch: forward, loss, (skipped-if-non-finite) backward, and at the boundary an optimizer step."""
+        """One micro-batch: forward, loss, (skipped-if-non-finite) backward, and at the boundary an optimizer step.
+
+        Returns loss (NaN when skipped), finite, stop, grad_norm (None off the boundary or without clipping),
+        parts (the loss function's parts as floats: ctc, ctc_<head>, kd, ...) and tokens.
+        """
         batch = self.to_device(batch)
         # BatchNorm running statistics are updated by the forward itself: keep a copy (small) so that a batch
         # whose loss turns out non-finite leaves no trace in the model, buffers included.
@@ -243,7 +247,7 @@ class Trainer:
                 "learning rate or check the data, then --resume auto")
         parts = {k: float(v) for k, v in parts.items()}
         return {"loss": float(loss.detach()) if finite else float("nan"), "finite": finite, "stop": stop,
-                "grad_norm": None if grad_norm is None else float(grad_norm), **parts, "parts": parts,
+                "grad_norm": None if grad_norm is None else float(grad_norm), "parts": parts,
                 "tokens": int(out["lengths"].sum())}  # output frames of the CTC head
 
     # ----------------------------------------------------------------------------------------- loop
