@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("av", reason='PyAV not installed: pip install -e ".[landmarks]"')
 
-from cslr.datasets.video import VideoError, iter_frames, open_video, read_frames, resample_indices  # noqa: E402
+from cslr.datasets.video import (VideoError, iter_frames, open_frames, open_video, read_frames,  # noqa: E402
+                                 resample_indices)
 from video_fixtures import REAL_VIDEO, frame_value, grey_frames, mean_grey, write_video  # noqa: E402
 
 
@@ -53,6 +54,23 @@ def test_display_rotation_is_applied(tmp_path, rotation):
     bright = frames[0].mean(-1) > 150
     assert np.abs(bright.astype(int) - (shown.mean(-1) > 150)).mean() < 0.02  # the block where the player shows it
     assert read_frames(path, size=(20, 14)).shape == (4, 20, 14, 3)  # size is the displayed (H, W)
+
+
+@pytest.mark.parametrize("suffix, rotation", [(".mp4", 90), (".webm", 0)])  # webm: frames counted by demuxing
+def test_open_frames_opens_the_file_once_and_equals_open_video_and_iter_frames(tmp_path, monkeypatch, suffix,
+                                                                               rotation):
+    """What converters use: the VideoInfo and the frames from one opening, the first frame (decoded for the
+    rotation) kept rather than decoded again."""
+    import av
+
+    path = write_video(tmp_path / f"v{suffix}", grey_frames(9, (32, 48)), fps=25, rotation=rotation)
+    expected_info, expected = open_video(path), read_frames(path, fps=15)
+    opened, real_open = [], av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    info, frames = open_frames(path, fps=15)
+    assert info == expected_info and info.rotation % 360 == rotation % 360
+    got = np.stack(list(frames))
+    assert len(opened) == 1 and got.shape == expected.shape and np.array_equal(got, expected)
 
 
 def test_resample_indices_counts():

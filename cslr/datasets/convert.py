@@ -164,14 +164,15 @@ def image_folder_source(folder: Path, files: list[Path], src_fps: float, fps: fl
 
 
 def video_file_source(path: Path, fps: float | None = None, src_fps: float | None = None,
-                      src_frames: int | None = None) -> FrameSource:
+                      src_frames: int | None = None, frames: Iterator[np.ndarray] | None = None) -> FrameSource:
     """Frames decoded from a video file with PyAV; a VideoError becomes a Skip naming the file.
 
     With the container's frame count (`open_video`), `count` is the number of frames at `fps` (decoding stops
-    with an error when the file holds fewer frames than its container declares)."""
+    with an error when the file holds fewer frames than its container declares). `frames`: the frames at `fps`
+    already opened (`open_frames`, which decodes the first frame once), else iter_frames(path, fps) opens them."""
     def gen():
         try:
-            yield from iter_frames(path, fps=fps)
+            yield from (iter_frames(path, fps=fps) if frames is None else frames)
         except VideoError as e:
             raise Skip(f"unreadable video: {e}") from e
 

@@ -4,6 +4,7 @@
     info = open_video("clip.mp4")              # VideoInfo(fps=29.92, frames=58, height=720, width=540, ...)
     for rgb in iter_frames("clip.mp4", fps=25, size=(224, 224)):
         ...                                    # uint8 (H, W, 3) arrays, RGB
+    info, frames = open_frames("clip.mp4", fps=25)  # both from one opening (converters)
 
 The torchvision that pip installs here (0.29) has no video reader; PyAV is what this package uses for video.
 It is an optional dependency (`pip install av`, part of the `landmarks` extra); the import happens on first use
@@ -16,11 +17,14 @@ whose message names the file.
 Frame-rate resampling keeps the source frame on screen at each output time: output frame k (at k / fps) is
 source frame floor(k * src_fps / fps). Lowering the rate drops frames, raising it repeats them; the time
 stamps of the container are not consulted (constant frame rate assumed, which is what the CSLR corpora have).
-Rotation metadata (phones) is not applied: frames come out as stored.
+Display rotation (phones' portrait videos) is applied: frames come out upright, as a player shows them. PyAV
+exposes it only on decoded frames (no stream-level reader; FFmpeg keeps it in the stream's coded side data), so
+open_video decodes the first frame; open_frames keeps that frame as the first one its iterator yields.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -92,15 +96,35 @@ def _quarter_turns(rotation: int) -> int:
     return int(round(rotation / 90.0)) % 4
 
 
-def _first_rotation(av, container, stream) -> int:
-    """The display rotation of the first frame (the container's display matrix; 0 without one)."""
+def _probe(path: Path, av, container, stream) -> tuple[VideoInfo, Iterator | None]:
+    """(VideoInfo of the open container, its decoded frames from the first on), or None for the frames where
+    rewinding or decoding the first frame failed (rotation 0 then; a fresh iter_frames names the problem).
+
+    The display rotation is read from the first decoded frame (its display matrix; 0 without one), which the
+    iterator yields first instead of decoding it again.
+    """
+    frames = int(stream.frames or 0)
+    demuxed = frames == 0
+    if demuxed:
+        try:
+            frames = sum(1 for p in container.demux(stream) if p.size)
+        except av.FFmpegError as e:
+            raise VideoError(f"{path}: unreadable video ({e})") from e
+    ctx = stream.codec_context
+    if frames == 0:
+        raise VideoError(f"{path}: the video stream has no frames")
+    rotation, decoded = 0, None
     try:
-        container.seek(0, stream=stream)
-        for frame in container.decode(stream):
-            return int(frame.rotation or 0)
+        if demuxed:  # the packets were read to count them: back to the start
+            container.seek(0, stream=stream)
+        it = container.decode(stream)
+        first = next(it, None)
+        if first is not None:
+            rotation, decoded = int(first.rotation or 0), itertools.chain([first], it)
     except av.FFmpegError:
-        return 0  # undecodable: iter_frames names the problem
-    return 0
+        pass  # undecodable: iter_frames names the problem
+    h, w = (int(ctx.width), int(ctx.height)) if _quarter_turns(rotation) % 2 else (int(ctx.height), int(ctx.width))
+    return VideoInfo(str(path), _fps(stream), frames, h, w, ctx.name, container.format.name, rotation), decoded
 
 
 def open_video(path: str | os.PathLike) -> VideoInfo:
@@ -113,20 +137,30 @@ def open_video(path: str | os.PathLike) -> VideoInfo:
     path = Path(path)
     av, container, stream = _open(path)
     try:
-        frames = int(stream.frames or 0)
-        if frames == 0:
-            try:
-                frames = sum(1 for p in container.demux(stream) if p.size)
-            except av.FFmpegError as e:
-                raise VideoError(f"{path}: unreadable video ({e})") from e
-        ctx = stream.codec_context
-        if frames == 0:
-            raise VideoError(f"{path}: the video stream has no frames")
-        rotation = _first_rotation(av, container, stream)
-        h, w = (int(ctx.width), int(ctx.height)) if _quarter_turns(rotation) % 2 else (int(ctx.height), int(ctx.width))
-        return VideoInfo(str(path), _fps(stream), frames, h, w, ctx.name, container.format.name, rotation)
+        return _probe(path, av, container, stream)[0]
     finally:
         container.close()
+
+
+def open_frames(path: str | os.PathLike, fps: float | None = None,
+                size: tuple[int, int] | None = None) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """open_video and iter_frames from one opening: (VideoInfo, the frames as iter_frames yields them).
+
+    The container stays open for the iterator, whose first frame is the one decoded for the rotation (decoded
+    once, not again as after open_video + iter_frames). Raises VideoError now as open_video does, and while
+    iterating as iter_frames does. The container is closed when the iterator ends, or when it is dropped.
+    """
+    path = Path(path)
+    av, container, stream = _open(path)
+    try:
+        info, decoded = _probe(path, av, container, stream)
+    except BaseException:
+        container.close()
+        raise
+    if decoded is None:  # rewinding or the first frame failed: decode afresh, where iter_frames names the problem
+        container.close()
+        return info, iter_frames(path, fps=fps, size=size)
+    return info, _frames(path, av, container, stream, decoded, fps, size)
 
 
 def resample_indices(num_src: int, src_fps: float, fps: float | None) -> list[int]:
@@ -164,17 +198,23 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None,
     """
     path = Path(path)
     av, container, stream = _open(path)
+    yield from _frames(path, av, container, stream, container.decode(stream), fps, size)
+
+
+def _frames(path: Path, av, container, stream, decoded: Iterator, fps: float | None,
+            size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+    """iter_frames on an open container whose decoded frames `decoded` yields (from the first on); closes it."""
     declared = int(stream.frames or 0)
     src_fps = _fps(stream)
     if fps is not None and (fps <= 0 or not math.isfinite(fps)):
         container.close()
         raise VideoError(f"{path}: fps must be positive, got {fps}")
     step = src_fps / fps if fps is not None and src_fps > 0 else None  # source frames per output frame
-    decoded = next_out = 0  # source frames decoded; index of the next output frame
+    n_decoded = next_out = 0  # source frames decoded; index of the next output frame
     try:
         try:
-            for frame in container.decode(stream):
-                i, decoded = decoded, decoded + 1
+            for frame in decoded:
+                i, n_decoded = n_decoded, n_decoded + 1
                 repeats = 1
                 if step is not None:  # the output frames k whose source frame floor(k * step) is this one
                     repeats = 0
@@ -187,14 +227,14 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None,
                 for _ in range(repeats):
                     yield rgb
         except av.FFmpegError as e:
-            raise VideoError(f"{path}: decoding failed after {decoded} frames, the file is corrupt or truncated "
+            raise VideoError(f"{path}: decoding failed after {n_decoded} frames, the file is corrupt or truncated "
                              f"({e})") from e
     finally:
         container.close()
-    if decoded == 0:
+    if n_decoded == 0:
         raise VideoError(f"{path}: no frame could be decoded")
-    if declared and decoded < declared:
-        raise VideoError(f"{path}: truncated: decoded {decoded} of the {declared} frames the container declares")
+    if declared and n_decoded < declared:
+        raise VideoError(f"{path}: truncated: decoded {n_decoded} of the {declared} frames the container declares")
 
 
 def read_frames(path: str | os.PathLike, fps: float | None = None,

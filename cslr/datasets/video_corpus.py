@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .convert import (SPLITS, ConversionError, Corpus, FrameSource, Row, Skip, add_convert_args, claim_key, convert_corpus,
                       convert_kwargs, video_file_source)
-from .video import VideoError, open_video
+from .video import VideoError, open_frames
 
 COLUMNS = ("id", "path", "split", "signer", "glosses")
 
@@ -111,10 +111,10 @@ class VideoCorpus(Corpus):
         if not path.is_file():
             raise Skip(f"missing video: {path}")
         try:
-            info = open_video(path)
+            info, frames = open_frames(path, fps)  # one opening: the first frame, decoded for the rotation, is kept
         except VideoError as e:
             raise Skip(f"unreadable video: {e}") from e
-        return video_file_source(path, fps, src_fps=info.fps, src_frames=info.frames)
+        return video_file_source(path, fps, src_fps=info.fps, src_frames=info.frames, frames=frames)
 
 
 def add_cli(subparsers) -> None:
