@@ -35,6 +35,7 @@ from cslr.trainer.checkpoint import CheckpointError, find_resume, list_checkpoin
 from cslr.trainer.config import TrainConfig, build_arg_parser, fusion_flags, plain_dict, resolve, save_yaml
 from cslr.trainer.report import flat_config, setup_logging, wandb_mode_note
 from cslr.trainer.runtime import bf16_supported, make_accelerator, shutdown_distributed
+from cslr.trainer.syncbn import convert_sync_batchnorm
 from cslr.trainer.trainer import Trainer
 
 logger = logging.getLogger("cslr")
@@ -119,6 +120,7 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
         n = load_pretrained_backbone(model, cfg.model.pretrained)  # an error for a model without such a backbone
         logger.info("loaded %d backbone tensors from %s", n, cfg.model.pretrained)
     hook = setup(cfg, acc, model, vocab) if setup is not None else LossSetup()
+    model = sync_batchnorm(cfg, acc, model)
     need = set(model.cfg.streams) | set(hook.extra_streams)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, data=str(data_dir), modalities=tuple(m for m in ("rgb", "pose") if m in need)))
@@ -163,6 +165,18 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
         trainer.dashboard.log_summary(res, out / "best_model.pth", trainer.state.global_step)
     acc.end_training()
     return 0
+
+
+def sync_batchnorm(cfg: TrainConfig, acc, model: torch.nn.Module) -> torch.nn.Module:
+    """`--sync_bn`: the model's BatchNorm layers synchronised across the data-parallel ranks (before prepare)."""
+    if not cfg.run.sync_bn:
+        return model
+    if acc.num_processes == 1:
+        logger.info("--sync_bn: one process, BatchNorm already sees the whole batch")
+        return model
+    n = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    logger.info("--sync_bn: %d BatchNorm layers synchronised over %d ranks", n, acc.num_processes)
+    return convert_sync_batchnorm(model, acc.device)
 
 
 def choose_resume(resume: str, ckpt_dir: Path, acc) -> Path | None:

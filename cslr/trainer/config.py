@@ -62,6 +62,7 @@ class RunConfig:
     progress_every_s: float = 30.0  # stdout not a terminal (a Slurm log): a plain progress line every this many s
     progress_every_steps: int = 0   # ... or every this many batches, whichever first (0: by time only)
     dashboard_rows: int = 20        # N of the trackers' worst-sentences, fixed-sample and substitution tables
+    sync_bn: bool = False           # BatchNorm statistics over all ranks' batches (cslr/trainer/syncbn.py)
 
 
 @dataclass
