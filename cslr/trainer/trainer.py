@@ -317,9 +317,8 @@ class Trainer:
                 self._epoch_loss[1] += 1
             if acc.sync_gradients:
                 st.global_step += 1
-                self.after_step(epoch, res, bar, st.batches_done / n_batches)
-            bar.update(1)
-            if acc.sync_gradients:
+                self.after_step(epoch, res, bar, st.batches_done / n_batches)  # sets the progress fields, so
+                bar.update(1)  # a line this update prints shows this step's loss and lr
                 if res["stop"]:
                     logger.warning("%s: saving a checkpoint after step %d and exiting",
                                    f"received signal {int(self._stop_signal)}" if self._stop_signal
@@ -331,6 +330,8 @@ class Trainer:
                     self.save("periodic")
                 if cfg.run.max_steps and st.global_step >= cfg.run.max_steps:
                     break
+            else:  # a micro-batch inside an accumulation window
+                bar.update(1)
             t_ready = time.perf_counter()
         loop_s = time.perf_counter() - t_loop
         bar.close()
