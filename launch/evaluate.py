@@ -2,6 +2,7 @@
 
     python launch/evaluate.py --checkpoint runs/teacher/best_model.pth --split test [--data DIR] [--beam 10]
     python launch/evaluate.py --checkpoint ... --split test --lm lm.arpa     # shallow fusion, weights tuned on dev
+    python launch/evaluate.py --checkpoint student/best_model.pth --pose_stride 2  # landmarks every 2nd frame
     accelerate launch --num_processes 8 launch/evaluate.py --checkpoint ... --split dev   # across GPUs
 
 Writes <out>/<split>_hyp.ctm and <out>/<split>_wer.json (out defaults to the checkpoint's folder).
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.eval.forward import pose_stride_forward
 from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.eval.wer import PROTOCOLS, score, write_ctm
 from cslr.io import atomic_write_json
@@ -29,6 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--beam", type=int, default=10, help="beam width; 1 = greedy")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--pose_stride", type=int, default=1,
+                   help="landmarks kept every K frames and interpolated between, as recognize.py --pose_stride K "
+                        "extracts them: its WER cost (a model that takes pose)")
     p.add_argument("--protocol", default="", choices=["", *PROTOCOLS], help="default: from the data")
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint)")
     add_lm_args(p)
@@ -36,7 +41,7 @@ def main(argv=None) -> int:
                    help="score the videos that were read even if some listed ones could not be (else an error)")
     args = p.parse_args(argv)
     for flag, ok in (("--beam", args.beam >= 1), ("--batch_size", args.batch_size >= 1),
-                     ("--num_workers", args.num_workers >= 0)):
+                     ("--num_workers", args.num_workers >= 0), ("--pose_stride", args.pose_stride >= 1)):
         if not ok:
             p.error(f"{flag} must be >= {0 if flag == '--num_workers' else 1}, got {getattr(args, flag[2:])}")
 
@@ -44,6 +49,9 @@ def main(argv=None) -> int:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,
                                                              args.num_workers, splits=(args.split,))
         lm, lm_weight, word_bonus = lm_from_args(args)
+        if args.pose_stride > 1 and "pose" not in model.cfg.streams:
+            raise ValueError(f"{args.checkpoint}: --pose_stride {args.pose_stride} needs a model that takes pose "
+                             f"(this one takes {'+'.join(model.cfg.streams)})")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -52,7 +60,8 @@ def main(argv=None) -> int:
     model.to(acc.device)
     coverage = []
     hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam, coverage=coverage, lm=lm,
-                              lm_weight=lm_weight, word_bonus=word_bonus)
+                              lm_weight=lm_weight, word_bonus=word_bonus,
+                              forward=pose_stride_forward(args.pose_stride))
     try:
         coverage[0].check(args.allow_incomplete, "--allow_incomplete")
     except ValueError as e:
@@ -67,9 +76,11 @@ def main(argv=None) -> int:
         atomic_write_json(out / f"{args.split}_wer.json", {**d, "checkpoint": str(args.checkpoint), "beam": args.beam,
                                                           "protocol": protocol, "coverage": coverage[0].as_dict(),
                                                           "lm": args.lm or None, "lm_weight": lm_weight,
-                                                          "word_bonus": word_bonus})
+                                                          "word_bonus": word_bonus,
+                                                          "pose_stride": args.pose_stride})
         print(f"{args.split} WER {d['wer']:.2f}% (S {d['sub']}, D {d['dele']}, I {d['ins']}, N {d['num_ref_words']}, "
               f"{coverage[0].text()}, beam {args.beam}, protocol {protocol}"
+              f"{f', pose stride {args.pose_stride}' if args.pose_stride > 1 else ''}"
               f"{f', LM {args.lm} weight {lm_weight:g} bonus {word_bonus:g}' if lm is not None else ''})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")

@@ -302,3 +302,42 @@ def test_real_signing_video_end_to_end(corpus, modality, tmp_path, capsys):
     assert [c[4] for c in ctm] == rec["glosses"] and all(c[0] == "signing_540x720" and c[1] == "1" for c in ctm)
     starts, durs = [float(c[2]) for c in ctm], [float(c[3]) for c in ctm]
     assert starts == sorted(starts) and min(durs) > 0 and starts[-1] + durs[-1] <= rec["frames"] / 25 + 1e-3
+
+
+def test_pose_stride_keyframes_and_interpolation():
+    """--pose_stride K: landmarks on frames 0, K, 2K, ... and the last; linear between; NaN where an end is NaN.
+    The same interpolation serves the recognizer and `evaluate.py --pose_stride` (its WER cost)."""
+    from cslr.datasets.augment import interpolate_keyframes, pose_keyframes, stride_pose
+
+    assert pose_keyframes(10, 3) == [0, 3, 6, 9] and pose_keyframes(9, 3) == [0, 3, 6, 8]
+    assert pose_keyframes(5, 1) == [0, 1, 2, 3, 4] and pose_keyframes(1, 4) == [0]
+    with pytest.raises(ValueError, match="stride"):
+        pose_keyframes(5, 0)
+    v = np.array([[0.0, 1.0], [3.0, np.nan], [9.0, 2.0]], dtype=np.float32)
+    got = interpolate_keyframes([0, 3, 5], v, 6)
+    np.testing.assert_allclose(got[:, 0], [0, 1, 2, 3, 6, 9])
+    assert np.isnan(got[1:5, 1]).all() and got[0, 1] == 1.0 and got[5, 1] == 2.0
+    # a batch: each video's own length; keyframes kept, padding untouched, stride 1 is the identity
+    rng = np.random.default_rng(0)
+    pose = torch.from_numpy(rng.random((2, 7, 543, 3), dtype=np.float32))
+    lengths = torch.tensor([7, 4])
+    out = stride_pose(pose, lengths, 2)
+    for i, n in enumerate(lengths.tolist()):
+        keys = pose_keyframes(n, 2)
+        assert torch.equal(out[i, keys], pose[i, keys])
+        torch.testing.assert_close(out[i, 1], (pose[i, 0] + pose[i, 2]) / 2)
+    assert torch.equal(out[1, 4:], pose[1, 4:]) and not torch.equal(out[0, 1], pose[0, 1])
+    assert stride_pose(pose, lengths, 1) is pose
+
+
+def test_evaluate_pose_stride_needs_a_pose_model(corpus, tmp_path, capsys):
+    import importlib.util
+
+    _, _, data, ckpt = corpus
+    spec = importlib.util.spec_from_file_location("launch_evaluate", REPO / "launch" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--checkpoint", str(ckpt), "--data", str(data), "--pose_stride", "2",
+                     "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "needs a model that takes pose" in err

@@ -142,3 +142,37 @@ def transform_pose(pose: torch.Tensor, height: int, width: int, box: tuple[int, 
         g = torch.Generator().manual_seed(p.noise_seed)
         out[..., :2] += torch.randn(out[..., :2].shape, generator=g) * p.noise_std
     return out
+
+
+def pose_keyframes(num_frames: int, stride: int) -> list[int]:
+    """The frames whose landmarks are extracted under `--pose_stride K`: every K-th from the first, and the last."""
+    if stride < 1:
+        raise ValueError(f"pose stride must be >= 1, got {stride}")
+    return sorted(set(range(0, num_frames, stride)) | {num_frames - 1}) if num_frames > 0 else []
+
+
+def interpolate_keyframes(keys: list[int], values: np.ndarray, num_frames: int) -> np.ndarray:
+    """Landmarks known at the frames `keys` (sorted, first 0 and last num_frames - 1; `values` (len(keys), ...))
+    -> every frame (num_frames, ...), linear between neighbouring keys; NaN (undetected) where either key is NaN."""
+    values = np.asarray(values, dtype=np.float32)
+    out = np.empty((num_frames,) + values.shape[1:], dtype=np.float32)
+    for j, (a, b) in enumerate(zip(keys, keys[1:] + [keys[-1] + 1])):
+        out[a] = values[j]
+        if b - a > 1:
+            w = (np.arange(a + 1, b, dtype=np.float32) - a) / (b - a)
+            w = w.reshape((-1,) + (1,) * (values.ndim - 1))
+            out[a + 1:b] = (1 - w) * values[j] + w * values[j + 1]
+    return out
+
+
+def stride_pose(pose: torch.Tensor, lengths: torch.Tensor, stride: int) -> torch.Tensor:
+    """A batch's landmarks (B, T, K, 3) as `--pose_stride` would give them: each video's keyframes kept, the
+    frames between interpolated (linear interpolation commutes with the per-video affine of `transform_pose`, so
+    applying it after the crop equals extracting on the full frame and transforming). Padding stays as it is."""
+    if stride == 1:
+        return pose
+    out = pose.clone()
+    for i, n in enumerate(lengths.tolist()):
+        keys = pose_keyframes(n, stride)
+        out[i, :n] = torch.from_numpy(interpolate_keyframes(keys, pose[i, keys].float().cpu().numpy(), n)).to(pose)
+    return out

@@ -158,13 +158,14 @@ def load_for_eval(checkpoint: str | Path, data: str = "", batch_size: int = 8, n
 
 
 def decode_split(acc, model, vocab, data_cfg, split: str, protocol: str, beam: int, desc: str = "", lm=None,
-                 lm_weight: float = 0.0, word_bonus: float = 0.0, coverage: list | None = None) -> tuple[dict, dict]:
-    """Decode every video of `split` (beam width `beam`, 1 = greedy; `lm`, `lm_weight`, `word_bonus` as in
-    `evaluate_loader`) -> (hyps, refs) as `evaluate_loader` returns them: complete on the main process. `model` must
+                 lm_weight: float = 0.0, word_bonus: float = 0.0, coverage: list | None = None,
+                 forward=model_forward) -> tuple[dict, dict]:
+    """Decode every video of `split` (beam width `beam`, 1 = greedy; `lm`, `lm_weight`, `word_bonus`, `forward` as
+    in `evaluate_loader`) -> (hyps, refs) as `evaluate_loader` returns them: complete on the main process. `model` must
     already be on `acc.device`. A `coverage` list receives the split's `Coverage` (collective)."""
     loader = build_loader(data_cfg, split, vocab, train=False, rank=acc.process_index, world_size=acc.num_processes)
     hyps, refs = evaluate_loader(acc, model, loader, vocab, protocol, beam, desc=desc or split, lm=lm,
-                                 lm_weight=lm_weight, word_bonus=word_bonus)
+                                 lm_weight=lm_weight, word_bonus=word_bonus, forward=forward)
     if coverage is not None:
         coverage.append(split_coverage(acc, loader, hyps))
     return hyps, refs

@@ -13,3 +13,16 @@ def batch_to(batch: dict, device) -> dict:
 def model_forward(model, batch: dict) -> dict:
     """A cslr model's forward on a loader batch (the modalities it holds, and the lengths)."""
     return model(rgb=batch.get("rgb"), pose=batch.get("pose"), lengths=batch["lengths"])
+
+
+def pose_stride_forward(stride: int):
+    """`model_forward` on landmarks as `--pose_stride K` gives them (`cslr.datasets.augment.stride_pose`): what
+    extracting landmarks on every K-th frame costs in WER, measured on prepared data (`evaluate.py --pose_stride`)."""
+    from cslr.datasets.augment import stride_pose
+
+    def forward(model, batch: dict) -> dict:
+        if stride > 1 and batch.get("pose") is not None:
+            batch = {**batch, "pose": stride_pose(batch["pose"], batch["lengths"], stride)}
+        return model_forward(model, batch)
+
+    return forward

@@ -277,18 +277,10 @@ class Preprocess:
         self.seconds["resize"] += t1 - t0
         if self.holistic is None:
             return rgb, None
-        keys = sorted(set(range(0, len(chunk), self.pose_stride)) | {len(chunk) - 1})
-        found = {i: self.holistic(chunk[i]).astype(np.float16).astype(np.float32) for i in keys}  # as shards store
-        rows = []
-        for i in range(len(chunk)):
-            if i in found:
-                rows.append(found[i])
-                continue
-            a = max(k for k in keys if k < i)
-            b = min(k for k in keys if k > i)
-            w = (i - a) / (b - a)
-            rows.append((1 - w) * found[a] + w * found[b])  # NaN where either end is undetected
-        pose = augment.transform_pose(torch.from_numpy(np.stack(rows)), *self.hw, self.box, self.params)
+        keys = augment.pose_keyframes(len(chunk), self.pose_stride)
+        found = [self.holistic(chunk[i]).astype(np.float16).astype(np.float32) for i in keys]  # as shards store
+        rows = augment.interpolate_keyframes(keys, np.stack(found), len(chunk))  # NaN where an end is undetected
+        pose = augment.transform_pose(torch.from_numpy(rows), *self.hw, self.box, self.params)
         self.seconds["landmarks"] += time.perf_counter() - t1
         return rgb, pose
 
