@@ -3,9 +3,12 @@
     python launch/evaluate.py --checkpoint runs/teacher/best_model.pth --split test [--data DIR] [--beam 10]
     python launch/evaluate.py --checkpoint ... --split test --lm lm.arpa     # shallow fusion, weights tuned on dev
     python launch/evaluate.py --checkpoint student/best_model.pth --pose_stride 2  # landmarks every 2nd frame
+    python launch/evaluate.py --checkpoint student/best_model.pth --stream [--window 32 --hop 8]  # live captions
     accelerate launch --num_processes 8 launch/evaluate.py --checkpoint ... --split dev   # across GPUs
 
 Writes <out>/<split>_hyp.ctm and <out>/<split>_wer.json (out defaults to the checkpoint's folder).
+--stream: each video recognised as `recognize.py --stream` does (windows of --window frames every --hop) and as one
+clip, same model and decoder, one process: the WER of both and the difference -> <out>/<split>_stream_wer.json.
 The work is `cslr.eval.evaluate` (`load_for_eval`, `decode_split`), shared with compare.py and the benchmarks.
 """
 
@@ -16,10 +19,12 @@ import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
+from cslr.datasets.pipeline import build_loader
 from cslr.eval.forward import pose_stride_forward
+from cslr.recipes.recognize import HOP, WINDOW, Decoder, Options, RecognizeError, load_model, stream_loader
 from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.eval.wer import PROTOCOLS, score, write_ctm
-from cslr.io import atomic_write_json
+from cslr.io import Progress, atomic_write_json
 from cslr.trainer.runtime import make_accelerator
 
 
@@ -34,6 +39,10 @@ def main(argv=None) -> int:
     p.add_argument("--pose_stride", type=int, default=1,
                    help="landmarks kept every K frames and interpolated between, as recognize.py --pose_stride K "
                         "extracts them: its WER cost (a model that takes pose)")
+    p.add_argument("--stream", action="store_true",
+                   help="also decode each video in streaming windows (recognize.py --stream): its WER cost")
+    p.add_argument("--window", type=int, default=WINDOW, help="--stream window, frames (multiple of 4)")
+    p.add_argument("--hop", type=int, default=HOP, help="--stream hop, frames (multiple of 4, <= window)")
     p.add_argument("--protocol", default="", choices=["", *PROTOCOLS], help="default: from the data")
     p.add_argument("--out", default="", help="output folder (default: beside the checkpoint)")
     add_lm_args(p)
@@ -41,7 +50,9 @@ def main(argv=None) -> int:
                    help="score the videos that were read even if some listed ones could not be (else an error)")
     args = p.parse_args(argv)
     for flag, ok in (("--beam", args.beam >= 1), ("--batch_size", args.batch_size >= 1),
-                     ("--num_workers", args.num_workers >= 0), ("--pose_stride", args.pose_stride >= 1)):
+                     ("--num_workers", args.num_workers >= 0), ("--pose_stride", args.pose_stride >= 1),
+                     ("--window", args.window >= 4 and args.window % 4 == 0),
+                     ("--hop", 4 <= args.hop <= args.window and args.hop % 4 == 0)):
         if not ok:
             p.error(f"{flag} must be >= {0 if flag == '--num_workers' else 1}, got {getattr(args, flag[2:])}")
 
@@ -56,6 +67,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
+    if args.stream:
+        return stream_main(args, data_cfg, vocab, protocol, lm, lm_weight, word_bonus)
     acc = make_accelerator()
     model.to(acc.device)
     coverage = []
@@ -84,6 +97,38 @@ def main(argv=None) -> int:
               f"{f', LM {args.lm} weight {lm_weight:g} bonus {word_bonus:g}' if lm is not None else ''})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")
+    return 0
+
+
+def stream_main(args, data_cfg, vocab, protocol: str, lm, lm_weight: float, word_bonus: float) -> int:
+    """--stream: offline and streaming hypotheses of every video of the split, scored side by side."""
+    if args.pose_stride > 1:
+        print("error: --stream with --pose_stride: measure them one at a time", file=sys.stderr)
+        return 2
+    try:
+        dep = load_model(args.checkpoint)
+    except RecognizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fusion = lm.bind(vocab, protocol) if lm is not None else None
+    opts = Options(Decoder(args.beam, fusion, lm_weight, word_bonus), window=args.window, hop=args.hop)
+    loader = build_loader(data_cfg, args.split, vocab, train=False)
+    bar = Progress(len(loader), desc=f"{args.split} stream", unit="batches")
+    offline, streamed, refs = stream_loader(dep, loader, opts, protocol, progress=bar)
+    bar.close()
+    res = {name: score(h, refs, protocol=protocol).as_dict() for name, h in (("offline", offline),
+                                                                            ("stream", streamed))}
+    same = sum(offline[k] == streamed[k] for k in refs)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"split": args.split, "videos": len(refs), "window": args.window, "hop": args.hop, "beam": args.beam,
+               "offline": res["offline"], "stream": res["stream"], "identical_hypotheses": same,
+               "wer_cost_points": res["stream"]["wer"] - res["offline"]["wer"], "checkpoint": str(args.checkpoint),
+               "lm": args.lm or None}
+    atomic_write_json(out / f"{args.split}_stream_wer.json", summary)
+    print(f"{args.split} WER offline {res['offline']['wer']:.2f}%, streaming {res['stream']['wer']:.2f}% "
+          f"(window {args.window}, hop {args.hop}, beam {args.beam}): {summary['wer_cost_points']:+.2f} points; "
+          f"{same} of {len(refs)} hypotheses identical -> {out / f'{args.split}_stream_wer.json'}")
     return 0
 
 

@@ -370,7 +370,8 @@ def test_bad_training_flag_exits_2_naming_it_before_any_work(flag, value, tmp_pa
 
 @pytest.mark.parametrize("script, flag, value", [
     ("evaluate.py", "--beam", "0"), ("evaluate.py", "--batch_size", "0"), ("evaluate.py", "--num_workers", "-1"),
-    ("evaluate.py", "--protocol", "foo"), ("evaluate.py", "--pose_stride", "0"), ("soft_targets.py", "--topk", "-1"),
+    ("evaluate.py", "--protocol", "foo"), ("evaluate.py", "--pose_stride", "0"),
+    ("evaluate.py", "--window", "10"), ("evaluate.py", "--hop", "0"), ("soft_targets.py", "--topk", "-1"),
     ("soft_targets.py", "--temperature", "0"), ("soft_targets.py", "--batch_size", "0"),
     ("soft_targets.py", "--image_size", "-3"), ("soft_targets.py", "--max_shards", "-1"),
 ])

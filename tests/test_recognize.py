@@ -341,3 +341,25 @@ def test_evaluate_pose_stride_needs_a_pose_model(corpus, tmp_path, capsys):
                      "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(ckpt) in err and "needs a model that takes pose" in err
+
+
+def test_evaluate_stream_scores_streaming_beside_offline(corpus, tmp_path, capsys):
+    """evaluate.py --stream: a window longer than every video gives exactly the offline hypotheses (cost 0); the
+    offline side equals evaluate.py's own batched scoring; a short window runs the streamer over prepared data."""
+    import importlib.util
+
+    _, _, data, ckpt = corpus
+    spec = importlib.util.spec_from_file_location("launch_evaluate", REPO / "launch" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = ["--checkpoint", str(ckpt), "--data", str(data), "--split", "dev", "--beam", "1", "--num_workers", "0"]
+    assert mod.main(base + ["--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "dev_wer.json").read_text())
+    assert mod.main(base + ["--stream", "--window", "128", "--hop", "8", "--out", str(tmp_path / "long")]) == 0
+    long = json.loads((tmp_path / "long" / "dev_stream_wer.json").read_text())
+    assert long["videos"] == 2 and long["identical_hypotheses"] == 2 and long["wer_cost_points"] == 0
+    assert long["offline"]["wer"] == pytest.approx(plain["wer"]) and long["stream"] == long["offline"]
+    assert mod.main(base + ["--stream", "--window", "16", "--hop", "8", "--out", str(tmp_path / "short")]) == 0
+    short = json.loads((tmp_path / "short" / "dev_stream_wer.json").read_text())
+    assert (short["window"], short["hop"]) == (16, 8) and short["offline"] == long["offline"]
+    assert "streaming" in capsys.readouterr().out

@@ -433,6 +433,35 @@ def recognize(source: str, dep: Deployed, opts: Options, on_gloss: Callable | No
                   wall, streamer.report() if streamer else None, src_fps)
 
 
+def stream_loader(dep: Deployed, loader, opts: Options, protocol: str, progress=None) -> tuple[dict, dict, dict]:
+    """The videos of an evaluation loader (prepared data: the recognizer's own preprocessing, see the skew test)
+    recognised offline (one clip) and streaming (`opts.window`/`opts.hop`, chunks of gcd(W, H) frames as they would
+    arrive) with the same model and decoder -> (offline hyps, streaming hyps, refs); `progress` (cslr.io.Progress)
+counts batches for `cslr.eval.wer.score`: the
+    WER cost of live captions (`evaluate.py --stream`)."""
+    from cslr.eval.wer import reference_from_annotation
+
+    offline, streamed, refs = {}, {}, {}
+    step = math.gcd(opts.window, opts.hop)
+    for batch in loader:
+        for i, key in enumerate(batch["keys"]):
+            if "valid" in batch and not bool(batch["valid"][i]):
+                continue
+            n = int(batch["lengths"][i])
+            x = batch["rgb"][i, :n]
+            q = batch["pose"][i, :n] if "pose" in dep.streams else None
+            seconds = dict.fromkeys(STAGES, 0.0)
+            offline[key] = dep.vocab.decode(_clip_output(dep, x, q, seconds, opts.decoder)[0])
+            st = _Streamer(dep, opts, seconds, on_gloss=lambda *_: None)
+            for s in range(0, n, step):
+                st.arrived(x[s:s + step], None if q is None else q[s:s + step], 0.0)
+            streamed[key] = dep.vocab.decode(st.finish()[0])
+            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
+        if progress is not None:
+            progress.update(1)
+    return offline, streamed, refs
+
+
 class _Streamer:
     """Windows over the frames as they arrive, settling the glosses of each window's zone (module docstring).
     Frames arrive in chunks of gcd(W, H) frames; only those a later window still needs are kept."""
