@@ -53,7 +53,7 @@ import torch
 
 from cslr.datasets import augment
 from cslr.datasets.landmarks import Holistic, LandmarkError, holistic_module
-from cslr.datasets.video import VideoError, iter_frames, open_video, upright_rgb
+from cslr.datasets.video import VideoError, open_frames, upright_rgb
 from cslr.datasets.vocab import Vocabulary
 from cslr.eval.decode import beam_search, greedy_decode
 from cslr.eval.lm import add_lm_args, lm_from_args
@@ -241,8 +241,8 @@ def open_source(source: str, fps: float) -> tuple[int | None, float | None, Iter
     """(source frames or None, source fps or None, frames at `fps`). Raises VideoError naming the file."""
     if _is_url(source):
         return None, None, _iter_url(source, fps)
-    info = open_video(source)  # raises for a missing, non-video, stream-less or zero-frame file
-    return info.frames, info.fps, iter_frames(source, fps=fps)
+    info, frames = open_frames(source, fps=fps)  # raises for a missing, non-video, stream-less or zero-frame file
+    return info.frames, info.fps, frames
 
 
 def timed_chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[tuple[list[np.ndarray], float]]:
