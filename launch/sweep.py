@@ -4,6 +4,7 @@
     python launch/sweep.py --seeds 0,1,2 --parallel 3 --out runs/student-3 -- launch/student.py --teacher_checkpoint T
     python launch/sweep.py --seeds 0,1,2 --slurm --sbatch "--gpus-per-node 1" --out runs/t3 -- launch/teacher.py
     python launch/sweep.py --summarize --out runs/teacher-3
+    python launch/sweep.py --compare runs/student-ctc-3 runs/student-kd-3   # is the difference larger than the spread?
 
 Outputs in --out: seed-<k>/ (each a normal run folder, plus sweep.log and sweep_status.json), sweep.json (the plan),
 summary.json and summary.md. A rerun runs only the seeds without results.json; an interrupted seed resumes.

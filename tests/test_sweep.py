@@ -87,6 +87,32 @@ def test_seeds_and_statistics():
     assert stats([5.0])["std"] is None and stats([])["n"] == 0
 
 
+def test_difference_of_two_sweeps_with_its_interval():
+    from cslr.recipes.sweep import difference
+
+    d = difference([10.0, 11.0, 12.0], [15.0, 16.0, 17.0])  # stds 1 and 1, n 3 and 3: Welch df 4, t 2.776
+    assert d["diff"] == pytest.approx(5.0) and d["se"] == pytest.approx((2 / 3) ** 0.5) and d["df"] == pytest.approx(4)
+    assert d["ci95"] == pytest.approx([5 - 2.776 * (2 / 3) ** 0.5, 5 + 2.776 * (2 / 3) ** 0.5]) and d["separated"]
+    close = difference([10.0, 11.0, 12.0], [10.5, 12.0, 13.5])
+    assert close["diff"] == pytest.approx(1.0) and close["ci95"][0] < 0 < close["ci95"][1] and not close["separated"]
+    assert difference([10.0], [12.0, 13.0])["separated"] is None  # one seed: no spread to compare with
+
+
+def test_compare_cli_on_two_sweeps(fake, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    check_ok(sweep("--seeds", "0,1,2", "--out", str(a), "--", str(fake)))
+    check_ok(sweep("--seeds", "4,5,6", "--out", str(b), "--", str(fake)))
+    proc = sweep("--compare", str(a), str(b), "--out", str(tmp_path / "cmp.json"))
+    check_ok(proc)
+    comp = json.loads((tmp_path / "cmp.json").read_text())
+    dev = comp["sweeps"][1]["vs_first"]["best_dev_wer"]
+    assert dev["diff"] == pytest.approx(4.0) and dev["separated"] is True  # dev WER 10 + seed: 10-12 vs 14-16
+    assert comp["sweeps"][0]["stats"]["test_wer"]["mean"] == pytest.approx(22.0)
+    row = next(line for line in proc.stdout.splitlines() if line.startswith(f"| {b} | dev WER |"))
+    assert row.split(" | ")[2:] == ["4.00", row.split(" | ")[3], "yes |"]
+    assert sweep("--compare", str(tmp_path / "none")).returncode == 2
+
+
 def test_command_may_not_set_what_the_sweep_sets(fake, tmp_path):
     proc = sweep("--seeds", "0", "--out", str(tmp_path / "s"), "--", str(fake), "--seed", "3")
     assert proc.returncode == 2 and "sets --seed, --output_dir and --resume" in proc.stderr, proc.stderr

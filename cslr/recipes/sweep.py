@@ -4,6 +4,7 @@
     python launch/sweep.py --seeds 0,1,2 --parallel 3 --out runs/t3 -- launch/teacher.py   # 3 local processes
     python launch/sweep.py --seeds 0,1,2 --slurm --out runs/t3 -- launch/teacher.py --data data/phoenix2014
     python launch/sweep.py --summarize --out runs/t3                                     # summary of what is there
+    python launch/sweep.py --compare runs/student-ctc-3 runs/student-kd-3              # mean +- std, difference, 95 % interval
 
 The entry point is anything that takes `--seed` and `--output_dir` and writes `results.json` there (the fields of
 `cslr.recipes.train.write_results`): a `.py` file runs with this Python, anything else (`accelerate launch ...`)
@@ -418,6 +419,75 @@ def write_summary(plan: SweepPlan) -> dict:
     return summary
 
 
+# ------------------------------------------------------------------------------------------------- comparison
+# Two-sided 95 % quantiles of Student's t for 1-30 degrees of freedom (beyond: 1.96); the Welch df is rounded down,
+# which widens the interval.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+COMPARED = {"best_dev_wer": "dev WER", "test_wer": "test WER"}
+
+
+def difference(base: list[float], other: list[float]) -> dict:
+    """other - base: the difference of means, Welch's standard error and degrees of freedom, its 95 % interval, and
+    whether that interval excludes 0 ("separated": larger than the seeds' spread explains)."""
+    a, b = stats(base), stats(other)
+    out = {"diff": None, "se": None, "df": None, "ci95": None, "separated": None}
+    if a["n"] == 0 or b["n"] == 0:
+        return out
+    out["diff"] = b["mean"] - a["mean"]
+    if a["n"] < 2 or b["n"] < 2:
+        return out  # no spread to compare with
+    va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
+    se = math.sqrt(va + vb)
+    out["se"] = se
+    if se == 0:
+        out["separated"] = out["diff"] != 0
+        return out
+    df = (va + vb) ** 2 / (va ** 2 / (a["n"] - 1) + vb ** 2 / (b["n"] - 1))
+    t = T975[min(int(df), len(T975)) - 1] if df >= 1 else T975[0]
+    lo, hi = out["diff"] - t * se, out["diff"] + t * se
+    out.update(df=df, ci95=[lo, hi], separated=lo > 0 or hi < 0)
+    return out
+
+
+def compare_sweeps(folders: list[str | Path]) -> dict:
+    """Each sweep's done seeds (mean, std of COMPARED), and every later sweep against the first (`difference`)."""
+    rows = []
+    for folder in folders:
+        summary = summarize(SweepPlan.load(folder))
+        done = [r for r in summary["per_seed"] if r["state"] == "done"]
+        rows.append({"sweep": str(folder), "seeds": [r["seed"] for r in done],
+                     "values": {k: [r.get(k) for r in done] for k in COMPARED},
+                     "stats": {k: summary["metrics"][k] for k in COMPARED}})
+    base = rows[0]
+    for r in rows[1:]:
+        r["vs_first"] = {k: difference(base["values"][k], r["values"][k]) for k in COMPARED}
+    return {"baseline": base["sweep"], "sweeps": rows,
+            "note": "difference = this sweep's mean - the first's; 95 % interval from Welch's t (df rounded down); "
+                    "separated = the interval excludes 0"}
+
+
+def compare_markdown(comp: dict) -> str:
+    def ms(st: dict) -> str:
+        return "-" if st["mean"] is None else f"{st['mean']:.2f} +- {_f(st['std'])}"
+
+    lines = ["| sweep | seeds | " + " | ".join(f"{v} (mean +- std)" for v in COMPARED.values()) + " |",
+             "|---|---|" + "---:|" * len(COMPARED)]
+    for r in comp["sweeps"]:
+        lines.append(f"| {r['sweep']} | {','.join(map(str, r['seeds']))} | "
+                     + " | ".join(ms(r["stats"][k]) for k in COMPARED) + " |")
+    if len(comp["sweeps"]) > 1:
+        lines += ["", f"Against {comp['baseline']} ({comp['note']}):", "",
+                  "| sweep | metric | difference | 95 % interval | larger than the spread |", "|---|---|---:|---|---|"]
+        for r in comp["sweeps"][1:]:
+            for k, label in COMPARED.items():
+                d = r["vs_first"][k]
+                ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]"
+                sep = "-" if d["separated"] is None else ("yes" if d["separated"] else "no")
+                lines.append(f"| {r['sweep']} | {label} | {_f(d['diff'])} | {ci} | {sep} |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------------------- the door
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -431,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sbatch", default="", help="extra sbatch arguments for the array, one string "
                                                 "(e.g. \"--partition gpu --gpus-per-node 1 --time 12:00:00\")")
     p.add_argument("--summarize", action="store_true", help="only (re)write summary.json/md of --out")
+    p.add_argument("--compare", nargs="+", metavar="SWEEP", default=None,
+                   help="compare finished sweeps (the first is the baseline): mean +- std of dev/test WER, each "
+                        "difference with its 95 %% interval; --out FILE.json also writes it")
     p.add_argument("--array_task", type=int, default=None, help=argparse.SUPPRESS)  # run by sweep.sbatch
     return p
 
@@ -445,6 +518,15 @@ def sweep_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.array_task is not None:
         return run_array_task(args.out, args.array_task)
+    if args.compare:
+        try:
+            comp = compare_sweeps(args.compare)
+        except FileNotFoundError as e:
+            parser.error(str(e))
+        if args.out:
+            atomic_write_json(args.out, comp)
+        print(compare_markdown(comp), end="")
+        return 0
     if args.summarize:
         if not args.out:
             parser.error("--summarize needs --out")
