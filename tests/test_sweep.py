@@ -105,6 +105,7 @@ def test_compare_cli_on_two_sweeps(fake, tmp_path):
     proc = sweep("--compare", str(a), str(b), "--out", str(tmp_path / "cmp.json"))
     check_ok(proc)
     comp = json.loads((tmp_path / "cmp.json").read_text())
+    assert (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dev = comp["sweeps"][1]["vs_first"]["best_dev_wer"]
     assert dev["diff"] == pytest.approx(4.0) and dev["separated"] is True  # dev WER 10 + seed: 10-12 vs 14-16
     assert comp["sweeps"][0]["stats"]["test_wer"]["mean"] == pytest.approx(22.0)

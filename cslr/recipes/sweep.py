@@ -488,6 +488,33 @@ def compare_markdown(comp: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_comparison(comp: dict, path: Path) -> None:
+    """Each sweep's seeds as points and their mean +- std as a bar, dev and test WER side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(COMPARED), figsize=(5 * len(COMPARED), 4), squeeze=False)
+    names = [Path(r["sweep"]).name for r in comp["sweeps"]]
+    for ax, (k, label) in zip(axes[0], COMPARED.items()):
+        for i, r in enumerate(comp["sweeps"]):
+            st = r["stats"][k]
+            if st["mean"] is None:
+                continue
+            ax.bar(i, st["mean"], yerr=st["std"] or 0.0, capsize=6, alpha=0.35, color=f"C{i}")
+            vals = [v for v in r["values"][k] if v is not None]
+            ax.plot([i] * len(vals), vals, "o", color=f"C{i}")
+        ax.set_xticks(range(len(names)), names, rotation=15)
+        ax.set(ylabel="WER (%)", title=f"{label}: seeds and mean +- std")
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------------------------------------- the door
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -503,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summarize", action="store_true", help="only (re)write summary.json/md of --out")
     p.add_argument("--compare", nargs="+", metavar="SWEEP", default=None,
                    help="compare finished sweeps (the first is the baseline): mean +- std of dev/test WER, each "
-                        "difference with its 95 %% interval; --out FILE.json also writes it")
+                        "difference with its 95 %% interval; --out FILE.json also writes it and FILE.png (a plot)")
     p.add_argument("--array_task", type=int, default=None, help=argparse.SUPPRESS)  # run by sweep.sbatch
     return p
 
@@ -525,6 +552,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
             parser.error(str(e))
         if args.out:
             atomic_write_json(args.out, comp)
+            plot_comparison(comp, Path(args.out).with_suffix(".png"))
         print(compare_markdown(comp), end="")
         return 0
     if args.summarize:
