@@ -489,7 +489,8 @@ def compare_markdown(comp: dict) -> str:
 
 
 def plot_comparison(comp: dict, path: Path) -> None:
-    """Each sweep's seeds as points and their mean +- std as a bar, dev and test WER side by side."""
+    """Each sweep's seeds as points beside their mean +- std, dev and test WER side by side (the axis zooms to the
+    values: the spread is what the plot is for)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -502,10 +503,13 @@ def plot_comparison(comp: dict, path: Path) -> None:
             st = r["stats"][k]
             if st["mean"] is None:
                 continue
-            ax.bar(i, st["mean"], yerr=st["std"] or 0.0, capsize=6, alpha=0.35, color=f"C{i}")
+            ax.errorbar(i - 0.08, st["mean"], yerr=st["std"] or 0.0, fmt="s", capsize=8, markersize=9,
+                        color=f"C{i}", label="mean +- std" if i == 0 else None)
             vals = [v for v in r["values"][k] if v is not None]
-            ax.plot([i] * len(vals), vals, "o", color=f"C{i}")
+            ax.plot([i + 0.08] * len(vals), vals, "o", color=f"C{i}", alpha=0.6, label="seeds" if i == 0 else None)
         ax.set_xticks(range(len(names)), names, rotation=15)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.legend(loc="best", fontsize=8)
         ax.set(ylabel="WER (%)", title=f"{label}: seeds and mean +- std")
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
