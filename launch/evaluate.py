@@ -107,6 +107,9 @@ def stream_main(args, data_cfg, vocab, protocol: str, lm, lm_weight: float, word
         return 2
     try:
         dep = load_model(args.checkpoint)
+        if "rgb" not in dep.streams:
+            raise RecognizeError(f"{args.checkpoint}: --stream measures models that take rgb (this one takes "
+                                 f"{'+'.join(dep.streams)})")
     except RecognizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,7 +46,8 @@ def moving_frames(n: int, size=(96, 128), seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def save_student(path, data, modality: str = "rgb", vocab: list[str] = GLOSSES, image_size: int = 32, seed: int = 0):
+def save_student(path, data, modality: str = "rgb", vocab: list[str] = GLOSSES, image_size: int = 32, seed: int = 0,
+                 arch: str = "student_tiny"):
     """An untrained student_tiny written as a run's best_model.pth, config pointing at `data`. Its norms are
     randomised, their running variances x 0.3 and the classifier sharpened (x20, no bias): outputs that move with
     the frames (several glosses) yet do not flip on the converter's JPEG noise."""
@@ -54,7 +55,7 @@ def save_student(path, data, modality: str = "rgb", vocab: list[str] = GLOSSES, 
     from cslr.trainer.config import ModelConfig, TrainConfig, plain_dict
 
     torch.manual_seed(seed)
-    model, meta = build_model(ModelConfig(arch="student_tiny", modality=modality, dropout=0.1), len(vocab) + 1)
+    model, meta = build_model(ModelConfig(arch=arch, modality=modality, dropout=0.1), len(vocab) + 1)
     randomise_norms(model, seed)
     with torch.no_grad():
         for name, p in model.classifier.named_parameters():
@@ -363,3 +364,7 @@ def test_evaluate_stream_scores_streaming_beside_offline(corpus, tmp_path, capsy
     short = json.loads((tmp_path / "short" / "dev_stream_wer.json").read_text())
     assert (short["window"], short["hop"]) == (16, 8) and short["offline"] == long["offline"]
     assert "streaming" in capsys.readouterr().out
+    pose_only = save_student(tmp_path / "pose_only.pth", data, modality="pose", arch="teacher_tiny")
+    assert mod.main(["--checkpoint", str(pose_only), "--data", str(data), "--split", "dev", "--stream",
+                     "--out", str(tmp_path / "p")]) == 2
+    assert "--stream measures models that take rgb" in capsys.readouterr().err
