@@ -7,8 +7,7 @@
     accelerate launch --num_processes 8 launch/evaluate.py --checkpoint ... --split dev   # across GPUs
 
 Writes <out>/<split>_hyp.ctm and <out>/<split>_wer.json (out defaults to the checkpoint's folder).
---stream: each video recognised as `recognize.py --stream` does (windows of --window frames every --hop) and as one
-clip, same model and decoder, one process: the WER of both and the difference -> <out>/<split>_stream_wer.json.
+--stream: streaming and offline WER side by side -> <out>/<split>_stream_wer.json (cslr/recipes/stream_eval.py).
 The work is `cslr.eval.evaluate` (`load_for_eval`, `decode_split`), shared with compare.py and the benchmarks.
 """
 
@@ -19,12 +18,11 @@ import sys
 from pathlib import Path
 
 from cslr.eval.evaluate import decode_split, load_for_eval
-from cslr.datasets.pipeline import build_loader
 from cslr.eval.forward import pose_stride_forward
-from cslr.recipes.recognize import HOP, WINDOW, Decoder, Options, RecognizeError, load_model, stream_loader
+from cslr.recipes.stream_eval import HOP, WINDOW, stream_main
 from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.eval.wer import PROTOCOLS, score, write_ctm
-from cslr.io import Progress, atomic_write_json
+from cslr.io import atomic_write_json
 from cslr.trainer.runtime import make_accelerator
 
 
@@ -60,9 +58,7 @@ def main(argv=None) -> int:
         model, vocab, ck, data_cfg, manifest = load_for_eval(args.checkpoint, args.data, args.batch_size,
                                                              args.num_workers, splits=(args.split,))
         lm, lm_weight, word_bonus = lm_from_args(args)
-        if args.pose_stride > 1 and "pose" not in model.cfg.streams:
-            raise ValueError(f"{args.checkpoint}: --pose_stride {args.pose_stride} needs a model that takes pose "
-                             f"(this one takes {'+'.join(model.cfg.streams)})")
+        forward = pose_stride_forward(args.pose_stride, model, args.checkpoint)  # a pose model for K > 1
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -74,7 +70,7 @@ def main(argv=None) -> int:
     coverage = []
     hyps, refs = decode_split(acc, model, vocab, data_cfg, args.split, protocol, args.beam, coverage=coverage, lm=lm,
                               lm_weight=lm_weight, word_bonus=word_bonus,
-                              forward=pose_stride_forward(args.pose_stride))
+                              forward=forward)
     try:
         coverage[0].check(args.allow_incomplete, "--allow_incomplete")
     except ValueError as e:
@@ -97,41 +93,6 @@ def main(argv=None) -> int:
               f"{f', LM {args.lm} weight {lm_weight:g} bonus {word_bonus:g}' if lm is not None else ''})")
         print(result.format_table())
         print(f"hypotheses: {out / f'{args.split}_hyp.ctm'}")
-    return 0
-
-
-def stream_main(args, data_cfg, vocab, protocol: str, lm, lm_weight: float, word_bonus: float) -> int:
-    """--stream: offline and streaming hypotheses of every video of the split, scored side by side."""
-    if args.pose_stride > 1:
-        print("error: --stream with --pose_stride: measure them one at a time", file=sys.stderr)
-        return 2
-    try:
-        dep = load_model(args.checkpoint)
-        if "rgb" not in dep.streams:
-            raise RecognizeError(f"{args.checkpoint}: --stream measures models that take rgb (this one takes "
-                                 f"{'+'.join(dep.streams)})")
-    except RecognizeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    fusion = lm.bind(vocab, protocol) if lm is not None else None
-    opts = Options(Decoder(args.beam, fusion, lm_weight, word_bonus), window=args.window, hop=args.hop)
-    loader = build_loader(data_cfg, args.split, vocab, train=False)
-    bar = Progress(len(loader), desc=f"{args.split} stream", unit="batches")
-    offline, streamed, refs = stream_loader(dep, loader, opts, protocol, progress=bar)
-    bar.close()
-    res = {name: score(h, refs, protocol=protocol).as_dict() for name, h in (("offline", offline),
-                                                                            ("stream", streamed))}
-    same = sum(offline[k] == streamed[k] for k in refs)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"split": args.split, "videos": len(refs), "window": args.window, "hop": args.hop, "beam": args.beam,
-               "offline": res["offline"], "stream": res["stream"], "identical_hypotheses": same,
-               "wer_cost_points": res["stream"]["wer"] - res["offline"]["wer"], "checkpoint": str(args.checkpoint),
-               "lm": args.lm or None}
-    atomic_write_json(out / f"{args.split}_stream_wer.json", summary)
-    print(f"{args.split} WER offline {res['offline']['wer']:.2f}%, streaming {res['stream']['wer']:.2f}% "
-          f"(window {args.window}, hop {args.hop}, beam {args.beam}): {summary['wer_cost_points']:+.2f} points; "
-          f"{same} of {len(refs)} hypotheses identical -> {out / f'{args.split}_stream_wer.json'}")
     return 0
 
 

@@ -4,7 +4,8 @@
     hyps = beam_search(log_probs, lengths, beam_width=10)   # log_probs (B, T, V), lengths (B,)
 
 Both take log-probabilities (or any scores for greedy), batch first, and ignore frames at and after
-each sample's length. Both return lists of class ids with the blank removed.
+each sample's length. Both return lists of class ids with the blank removed. `ctc_align` gives the frames of each
+label of a decoded hypothesis (its Viterbi path: CTM times in the recognizer).
 
 Prefix beam search keeps, for every prefix, the log-probability of all alignments that end in a blank
 (``p_b``) and in a label (``p_nb``); a prefix's score is their log-sum. Equal prefixes reached by two
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -214,3 +216,35 @@ def beam_search(
     if return_scores:
         return hyps, total.max(1).values.tolist()
     return hyps
+
+
+def ctc_align(log_probs: np.ndarray, labels: list[int], blank: int = 0) -> list[tuple[int, int]]:
+    """The best CTC path of `labels` through log-probs (T', V) (Viterbi) -> (first, last) output frame per label."""
+    if not labels:
+        return []
+    ext = [blank]
+    for lab in labels:
+        ext += [lab, blank]
+    S, T = len(ext), log_probs.shape[0]
+    ext_a = np.array(ext)
+    emit = log_probs[:, ext_a]  # (T', S)
+    skip = np.zeros(S, dtype=bool)  # s may come from s - 2: a label that differs from the one before it
+    skip[3::2] = ext_a[3::2] != ext_a[1:-2:2]
+    score = np.full(S, -np.inf)
+    score[:2] = emit[0, :2]
+    back = np.zeros((T, S), dtype=np.int8)  # 0: stay, 1: from s - 1, 2: from s - 2
+    for t in range(1, T):
+        prev2 = np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)
+        cand = np.stack([score, np.r_[-np.inf, score[:-1]], prev2])
+        back[t] = cand.argmax(0)
+        score = cand.max(0) + emit[t]
+    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
+    path = np.empty(T, dtype=np.int64)
+    for t in range(T - 1, -1, -1):
+        path[t] = s
+        s -= back[t, s]
+    spans = []
+    for k in range(len(labels)):
+        frames = np.flatnonzero(path == 2 * k + 1)
+        spans.append((int(frames[0]), int(frames[-1])))
+    return spans

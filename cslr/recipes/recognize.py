@@ -55,7 +55,7 @@ from cslr.datasets import augment
 from cslr.datasets.landmarks import Holistic, LandmarkError, holistic_module
 from cslr.datasets.video import VideoError, open_frames, upright_rgb
 from cslr.datasets.vocab import Vocabulary
-from cslr.eval.decode import beam_search, greedy_decode
+from cslr.eval.decode import beam_search, ctc_align, greedy_decode
 from cslr.eval.lm import add_lm_args, lm_from_args
 from cslr.io import atomic_write_bytes, atomic_write_json
 from cslr.models.checkpoint import model_from_checkpoint
@@ -310,38 +310,6 @@ class Decoder:
                            word_bonus=self.word_bonus)[0]
 
 
-def ctc_align(log_probs: np.ndarray, labels: list[int], blank: int = 0) -> list[tuple[int, int]]:
-    """The best CTC path of `labels` through log-probs (T', V) (Viterbi) -> (first, last) output frame per label."""
-    if not labels:
-        return []
-    ext = [blank]
-    for lab in labels:
-        ext += [lab, blank]
-    S, T = len(ext), log_probs.shape[0]
-    ext_a = np.array(ext)
-    emit = log_probs[:, ext_a]  # (T', S)
-    skip = np.zeros(S, dtype=bool)  # s may come from s - 2: a label that differs from the one before it
-    skip[3::2] = ext_a[3::2] != ext_a[1:-2:2]
-    score = np.full(S, -np.inf)
-    score[:2] = emit[0, :2]
-    back = np.zeros((T, S), dtype=np.int8)  # 0: stay, 1: from s - 1, 2: from s - 2
-    for t in range(1, T):
-        prev2 = np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)
-        cand = np.stack([score, np.r_[-np.inf, score[:-1]], prev2])
-        back[t] = cand.argmax(0)
-        score = cand.max(0) + emit[t]
-    s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
-    path = np.empty(T, dtype=np.int64)
-    for t in range(T - 1, -1, -1):
-        path[t] = s
-        s -= back[t, s]
-    spans = []
-    for k in range(len(labels)):
-        frames = np.flatnonzero(path == 2 * k + 1)
-        spans.append((int(frames[0]), int(frames[-1])))
-    return spans
-
-
 # ------------------------------------------------------------------------------------------------ recognition
 
 
@@ -431,35 +399,6 @@ def recognize(source: str, dep: Deployed, opts: Options, on_gloss: Callable | No
     times = [(a / dep.fps, (b - a + 1) / dep.fps) for a, b in spans]
     return Result(str(source), dep.vocab.decode(labels), times, src_frames or decoded, decoded, dep.fps, seconds,
                   wall, streamer.report() if streamer else None, src_fps)
-
-
-def stream_loader(dep: Deployed, loader, opts: Options, protocol: str, progress=None) -> tuple[dict, dict, dict]:
-    """The videos of an evaluation loader (prepared data: the recognizer's own preprocessing, see the skew test)
-    recognised offline (one clip) and streaming (`opts.window`/`opts.hop`, chunks of gcd(W, H) frames as they would
-    arrive) with the same model and decoder -> (offline hyps, streaming hyps, refs); `progress` (cslr.io.Progress)
-counts batches for `cslr.eval.wer.score`: the
-    WER cost of live captions (`evaluate.py --stream`)."""
-    from cslr.eval.wer import reference_from_annotation
-
-    offline, streamed, refs = {}, {}, {}
-    step = math.gcd(opts.window, opts.hop)
-    for batch in loader:
-        for i, key in enumerate(batch["keys"]):
-            if "valid" in batch and not bool(batch["valid"][i]):
-                continue
-            n = int(batch["lengths"][i])
-            x = batch["rgb"][i, :n]
-            q = batch["pose"][i, :n] if "pose" in dep.streams else None
-            seconds = dict.fromkeys(STAGES, 0.0)
-            offline[key] = dep.vocab.decode(_clip_output(dep, x, q, seconds, opts.decoder)[0])
-            st = _Streamer(dep, opts, seconds, on_gloss=lambda *_: None)
-            for s in range(0, n, step):
-                st.arrived(x[s:s + step], None if q is None else q[s:s + step], 0.0)
-            streamed[key] = dep.vocab.decode(st.finish()[0])
-            refs[key] = (batch["signers"][i], reference_from_annotation(batch["glosses"][i], protocol))
-        if progress is not None:
-            progress.update(1)
-    return offline, streamed, refs
 
 
 class _Streamer:
