@@ -35,7 +35,7 @@ from cslr.bench.timing import cpu_threads, fps_stats
 from cslr.eval.evaluate import decode_split, load_for_eval
 from cslr.eval.lm import lm_from_args
 from cslr.eval.wer import score
-from cslr.io import atomic_write_json
+from cslr.io import atomic_write_json, save_figure
 from cslr.models import export
 from cslr.trainer.runtime import make_accelerator
 
@@ -297,11 +297,7 @@ def plot(result: dict, path: Path) -> None:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def settings(args, acc, fusion: tuple = (None, 0.0, 0.0)) -> dict:

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cslr.io import atomic_write_bytes, atomic_write_json, read_json_record
+from cslr.io import atomic_write_bytes, atomic_write_json, read_json_record, save_figure
 
 from .seedstats import difference, stats
 
@@ -476,11 +476,7 @@ def plot_comparison(comp: dict, path: Path) -> None:
         ax.legend(loc="best", fontsize=8)
         ax.set(ylabel="WER (%)", title=f"{label}: seeds and mean +- std")
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------- the door

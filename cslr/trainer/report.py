@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from cslr.io import save_figure
+
 logger = logging.getLogger("cslr")
 
 
@@ -84,8 +86,4 @@ def plot_curves(history: list[dict], steps: list[dict], path: Path) -> None:
     axes[2].set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
