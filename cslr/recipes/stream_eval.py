@@ -23,9 +23,8 @@ from .recognize import STAGES, Decoder, Deployed, Options, RecognizeError, _clip
 def stream_loader(dep: Deployed, loader, opts: Options, protocol: str, progress=None) -> tuple[dict, dict, dict]:
     """The videos of an evaluation loader (prepared data: the recognizer's own preprocessing, see the skew test)
     recognised offline (one clip) and streaming (`opts.window`/`opts.hop`, chunks of gcd(W, H) frames as they would
-    arrive) with the same model and decoder -> (offline hyps, streaming hyps, refs); `progress` (cslr.io.Progress)
-counts batches for `cslr.eval.wer.score`: the
-    WER cost of live captions (`evaluate.py --stream`)."""
+    arrive) with the same model and decoder -> (offline hyps, streaming hyps, refs) for `cslr.eval.wer.score`: the
+    WER cost of live captions (`evaluate.py --stream`). `progress` (a cslr.io.Progress) counts batches."""
     offline, streamed, refs = {}, {}, {}
     step = math.gcd(opts.window, opts.hop)
     for batch in loader:
