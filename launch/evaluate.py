@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         return 2
     protocol = args.protocol or manifest.get("protocol", "phoenix2014")
     if args.stream:
-        return stream_main(args, data_cfg, vocab, protocol, lm, lm_weight, word_bonus)
+        return stream_main(args, model, ck, data_cfg, vocab, protocol, lm, lm_weight, word_bonus)
     acc = make_accelerator()
     model.to(acc.device)
     coverage = []

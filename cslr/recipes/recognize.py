@@ -116,6 +116,10 @@ def _load_pytorch(path: Path) -> tuple[Callable, dict]:
         model, vocab, ck = model_from_checkpoint(path)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
         raise RecognizeError(f"{path}: not a cslr model checkpoint (best_model.pth) ({e})") from e
+    return _pytorch_parts(path, model, vocab, ck)
+
+
+def _pytorch_parts(path: Path, model: torch.nn.Module, vocab: Vocabulary, ck: dict) -> tuple[Callable, dict]:
     if ck["num_classes"] != len(vocab):
         raise RecognizeError(f"{path}: its vocabulary has {len(vocab)} classes but the model {ck['num_classes']}: "
                              "the checkpoint's vocabulary and weights do not belong together")
@@ -176,6 +180,19 @@ def load_model(path: str | Path, threads: int = 0, vocab_path: str = "", fps: fl
     except (FileNotFoundError, ValueError) as e:
         raise RecognizeError(f"--vocab {vocab_path}: {e}") from e
     run, meta = _load_onnx(path, threads, vocab) if path.suffix == ".onnx" else _load_pytorch(path)
+    return _deployed(path, run, meta, vocab, vocab_path, fps, image_size)
+
+
+def deploy_loaded(path: str | Path, model: torch.nn.Module, vocab: Vocabulary, ck: dict) -> Deployed:
+    """A checkpoint's model already in memory (`model_from_checkpoint`, `load_for_eval`) as a Deployed, as
+    `load_model(path)` would give it without reading the file again. Raises RecognizeError."""
+    set_cpu_threads()
+    path = Path(path)
+    return _deployed(path, *_pytorch_parts(path, model, vocab, ck))
+
+
+def _deployed(path: Path, run: Callable, meta: dict, vocab: Vocabulary | None = None, vocab_path: str = "",
+              fps: float = 0.0, image_size: int = 0) -> Deployed:
     if vocab is not None and list(vocab.glosses) != list(meta["vocab"]):
         raise RecognizeError(f"{path}: its vocabulary ({len(meta['vocab'])} glosses) is not the one of --vocab "
                              f"{vocab_path} ({len(vocab.glosses)} glosses): a model of another vocabulary")

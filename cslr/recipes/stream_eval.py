@@ -17,7 +17,7 @@ from cslr.eval.wer import reference_from_annotation, score
 from cslr.io import Progress, atomic_write_json
 
 from .recognize import HOP, WINDOW  # noqa: F401  (the defaults, for evaluate.py's flags)
-from .recognize import STAGES, Decoder, Deployed, Options, RecognizeError, _clip_output, _Streamer, load_model
+from .recognize import STAGES, Decoder, Deployed, Options, RecognizeError, _clip_output, _Streamer, deploy_loaded
 
 
 def stream_loader(dep: Deployed, loader, opts: Options, protocol: str, progress=None) -> tuple[dict, dict, dict]:
@@ -46,13 +46,14 @@ def stream_loader(dep: Deployed, loader, opts: Options, protocol: str, progress=
     return offline, streamed, refs
 
 
-def stream_main(args, data_cfg, vocab, protocol: str, lm, lm_weight: float, word_bonus: float) -> int:
+def stream_main(args, model, ck: dict, data_cfg, vocab, protocol: str, lm, lm_weight: float,
+                word_bonus: float) -> int:
     """--stream: offline and streaming hypotheses of every video of the split, scored side by side."""
     if args.pose_stride > 1:
         print("error: --stream with --pose_stride: measure them one at a time", file=sys.stderr)
         return 2
     try:
-        dep = load_model(args.checkpoint)
+        dep = deploy_loaded(args.checkpoint, model, vocab, ck)
         if "rgb" not in dep.streams:
             raise RecognizeError(f"{args.checkpoint}: --stream measures models that take rgb (this one takes "
                                  f"{'+'.join(dep.streams)})")
