@@ -163,6 +163,9 @@ def run_training(cfg: TrainConfig, setup=None) -> int:
                     res["samples_per_s"] or 0.0, out / "results.json")
         # best dev WER, its epoch, test WER and best_model.pth (by reference) on the trackers
         trainer.dashboard.log_summary(res, out / "best_model.pth", trainer.state.global_step)
+    # the ranks leave together: one tearing its gloo group down while the main process still writes the results
+    # aborted it at exit now and then ("terminate called without an active exception", the DeepSpeed KD test)
+    acc.wait_for_everyone()
     acc.end_training()
     return 0
 
