@@ -201,7 +201,7 @@ def test_kd_ddp_two_processes_online(tiny_data, teacher_ckpt, tmp_path):
              "--image_size", "32", "--batch_size", "4", "--num_workers", "0", "--epochs", "3",
              "--learning_rate", "0.003", "--warmup_epochs", "0.5", "--report_to", "none", "--beam_width", "2",
              "--seed", "1", "--resume", "", "--teacher_checkpoint", str(teacher_ckpt), "--alpha", "0.5",
-             "--temperature", "2.0"]
+             "--temperature", "2.0", "--hint_weight", "0.5", "--hint_dim", "16"]  # + hints: every parameter
     proc = run_cmd(accelerate_cmd("--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                                   "--main_process_port", str(free_port()), "--mixed_precision", "no",
                                   "--dynamo_backend", "no", STUDENT, *flags),
@@ -215,7 +215,9 @@ def test_kd_ddp_two_processes_online(tiny_data, teacher_ckpt, tmp_path):
         assert (out / name).is_file(), name
     ck = torch.load(out / "best_model.pth", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "student_tiny" and ck["config"]["kd"]["alpha"] == 0.5
-    assert "KD (online)" in (out / "training.log").read_text()
+    log = (out / "training.log").read_text()
+    assert "KD (online)" in log and "hints: student rgb features -> the teacher's pose stream (16 wide)" in log
+    assert ck["model_kwargs"]["hint_dim"] == 16 and "hint.weight" in ck["model"]
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ unpickling code (`torch.load(weights_only=True)`), and the model rebuilt from th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from cslr.datasets.vocab import Vocabulary
 
-from .registry import ModelConfig
+from .registry import CONFIGS, ModelConfig
 from .student import Student
 from .registry import build_model as _build
 
@@ -50,9 +51,14 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
     """The model of `cfg` + the plain metadata that rebuilds it from `best_model.pth`.
 
     Every architecture's config takes `modality`, `dropout` and `aux_heads`; `aux_weight` 0 builds no auxiliary
-    heads at all (parameters without a gradient would stop DDP).
+    heads at all (parameters without a gradient would stop DDP). `hint_dim` is passed only when set (students).
     """
     kwargs = {"modality": cfg.modality, "dropout": cfg.dropout, "aux_heads": cfg.aux_weight > 0}
+    if cfg.hint_dim:
+        config_cls = CONFIGS.get(cfg.arch)
+        if config_cls is not None and "hint_dim" not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise ValueError(f"--hint_dim {cfg.hint_dim}: model {cfg.arch!r} has no hint regressor (students have)")
+        kwargs["hint_dim"] = cfg.hint_dim
     model = _build(cfg.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 

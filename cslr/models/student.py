@@ -6,6 +6,8 @@
     -> BiLSTM (packed; head="lstm") or one more temporal conv (head="conv", no recurrence: streamable)
     -> classifier -> "log_probs" (B, T', V) fp32
     auxiliary CTC classifiers on each stream's (B, T', C) sequence -> "aux" {"rgb", "pose"} (training mode only)
+    hint regressor (hint_dim > 0): the rgb stream's (B, T', hidden) -> (B, T', hint_dim) "hint", regressed onto the
+    teacher's pose-stream features (FitNets; `cslr.trainer.kd.hint_loss`, training mode only)
 
 Same interface as the teacher (`cslr.models.teacher`): the same `forward(rgb, pose, lengths)` dict and the same
 exact `output_length`, T' = ceil(T / 4), so frame-level distillation aligns student and teacher frame by frame.
@@ -60,6 +62,10 @@ class StudentConfig(StreamsConfig):
             thousand steps, the running statistics then trail the moving weights and the eval-mode network is
             not the one that was trained. 0.1 (PyTorch's default) follows them; fine-tuning ImageNet weights
             for long can go back to 0.01.
+        hint_dim: width of the FitNets hint regressor (0: none), a linear map from the rgb stream's temporal
+            features to the teacher's pose-stream features, which the KD loss regresses them onto (`--hint_weight`).
+            It teaches an RGB-only student, frame by frame, what the teacher reads from the landmarks (hand shape,
+            location); like the auxiliary heads it runs in training mode only.
     """
 
     MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
@@ -77,6 +83,7 @@ class StudentConfig(StreamsConfig):
     dropout: float = 0.1
     bn_momentum: float = 0.1
     aux_heads: bool = True
+    hint_dim: int = 0
 
     def __post_init__(self):
         self.check_classes_and_streams()
@@ -142,6 +149,7 @@ class Student(nn.Module):
         self.aux_heads = nn.ModuleDict(
             {name: Classifier(dim, cfg.num_classes, cfg.dropout) for name, dim in streams.items()} if cfg.aux_heads else {}
         )
+        self.hint = nn.Linear(cfg.temporal_hidden, cfg.hint_dim) if cfg.hint_dim > 0 else None
 
     def output_length(self, lengths: Tensor | int):
         """Exact number of output frames for `lengths` input frames: ceil(T / 4), as the teacher."""
@@ -169,7 +177,7 @@ class Student(nn.Module):
         Returns:
             {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {stream: (B, T', V) fp32} (training
              mode with aux_heads, else {}), "features": (B, T', C) the sequence fed to the head, zero at padded
-             frames}.
+             frames, and in training mode with hint_dim "hint": (B, T', hint_dim)}.
         """
         if rgb is None:
             raise ValueError("the student needs an 'rgb' input")
@@ -196,4 +204,7 @@ class Student(nn.Module):
             hidden = self.head(features, None if full else out_lengths)  # (B, T', 2 * lstm_hidden)
         else:
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
-        return {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
+        out = {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
+        if self.hint is not None and self.training:
+            out["hint"] = self.hint(streams["rgb"])
+        return out

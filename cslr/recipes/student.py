@@ -23,21 +23,50 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     the online teacher's streams, which the loader must provide beside the student's)."""
     kd = cfg.kd
     soft_dir = getattr(cfg.data, "soft_targets", "")
+    hint = _hint_teacher(cfg, accelerator, model, vocab)
+    hint_args = {"hint_teacher": hint, "hint_weight": kd.hint_weight}
+    hint_streams = ("pose",) if hint is not None else ()
     if kd.alpha == 0:
         logger.info("--alpha 0: CTC only, no distillation")
-        return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight))
+        return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
+                         extra_streams=hint_streams)
     if soft_dir:
         _check_soft_manifest(soft_dir, kd.temperature, len(vocab))
         logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
-        return LossSetup(make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight))
+        return LossSetup(make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
+                         extra_streams=hint_streams)
     if not kd.teacher_checkpoint:
         raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
-    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
+    teacher = hint if hint is not None else load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
     logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
                 kd.alpha, kd.temperature)
     # Student and teacher read the same batch: the loader provides what both need.
     return LossSetup(make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast,
-                                  aux_weight=cfg.model.aux_weight), extra_streams=teacher.cfg.streams)
+                                  aux_weight=cfg.model.aux_weight, **hint_args),
+                     extra_streams=tuple(dict.fromkeys(teacher.cfg.streams + hint_streams)))
+
+
+def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.Module | None:
+    """`--hint_weight B > 0`: the frozen teacher whose pose stream gives the hint targets, checked against the
+    student's hint regressor (`--hint_dim`); None without hints. The teacher's pose encoder runs on each batch
+    (cheap beside the student), also when the soft targets come from sidecar shards."""
+    kd, hint_dim = cfg.kd, getattr(model.cfg, "hint_dim", 0)
+    if kd.hint_weight == 0:
+        if hint_dim:
+            raise ValueError(f"--hint_dim {hint_dim} without --hint_weight: the hint regressor would not be trained")
+        return None
+    if not kd.teacher_checkpoint:
+        raise ValueError("--hint_weight needs --teacher_checkpoint: the hint targets are its pose-stream features")
+    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
+    if "pose" not in teacher.encoders:
+        raise ValueError(f"{kd.teacher_checkpoint}: the teacher ({teacher.cfg.modality}) has no pose stream to give "
+                         "hints; --hint_weight needs an rgb+pose or pose teacher")
+    width = teacher.encoders["pose"].out_channels
+    if hint_dim != width:
+        raise ValueError(f"--hint_weight needs --hint_dim {width} (the pose stream width of {kd.teacher_checkpoint}),"
+                         f" the student has {hint_dim}")
+    logger.info("hints: student rgb features -> the teacher's pose stream (%d wide), weight %.2f", width, kd.hint_weight)
+    return teacher
 
 
 def _check_soft_manifest(soft_dir: str, temperature: float, num_classes: int) -> None:

@@ -72,6 +72,7 @@ class KDConfig:
     teacher_checkpoint: str = ""    # the teacher's best_model.pth (online targets; vocabulary check)
     alpha: float = 0.7              # loss = (1 - alpha) * CTC + alpha * T^2 * KL(teacher_T || student_T)
     temperature: float = 3.0        # T, applied to both teacher and student logits
+    hint_weight: float = 0.0        # FitNets hint: student rgb features -> teacher pose-stream features (needs hint_dim)
 
 
 @dataclass
@@ -215,6 +216,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.data.num_workers >= 0, "--num_workers must be >= 0"),
         (0.0 <= cfg.kd.alpha <= 1.0, "--alpha must be in [0, 1]"),
         (cfg.kd.temperature > 0, "--temperature must be > 0"),
+        (cfg.kd.hint_weight >= 0, "--hint_weight must be >= 0"),
+        (cfg.model.hint_dim >= 0, "--hint_dim must be >= 0"),
         (0.0 <= cfg.optim.min_lr_ratio <= 1.0, f"--min_lr_ratio must be in [0, 1], not {cfg.optim.min_lr_ratio}"),
         (cfg.optim.weight_decay >= 0, f"--weight_decay must be >= 0, not {cfg.optim.weight_decay}"),
         (cfg.optim.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (0: no clipping), not {cfg.optim.max_grad_norm}"),

@@ -21,6 +21,12 @@ Frame-count rule: student output frame j (of L_s valid) reads teacher frame floo
 (nearest, per sample). Equal counts map j -> j; train-time temporal rescaling of the student's input (offline
 targets were computed on the unscaled video) makes them differ.
 
+Feature hints (FitNets, Romero et al., 2015; `--hint_weight B`): a student with a hint regressor (`hint_dim`) adds
+    B * mean over valid frames of mean_d (hint_d - layer_norm(teacher_pose_features)_d)^2
+where the teacher's pose stream (its encoder alone, frozen, on the batch's landmarks) gives the features per
+output frame, normalised per frame so the term's scale does not depend on the teacher's. The RGB-only student
+learns frame by frame what the teacher reads from the landmarks; at inference it needs none.
+
 Entry point: `accelerate launch launch/student.py` (see there); tests: `/work/venv/bin/pytest tests/test_kd.py -q`.
 """
 
@@ -149,13 +155,50 @@ def teacher_soft_targets(teacher: torch.nn.Module, batch: dict, temperature: flo
     return soft_targets_from_log_probs(out["log_probs"], out["lengths"], temperature, topk)
 
 
+def hint_loss(hint: Tensor, target: Tensor, lengths: Tensor) -> Tensor:
+    """Mean over valid frames of the mean squared difference between the student's hint and the per-frame
+    layer-normalised teacher features.
+
+    Args:
+        hint: (B, T', D) the student's hint regressor output.
+        target: (B, T', D) the teacher's stream features on the same frames (same T' = ceil(T / 4)).
+        lengths: (B,) valid output frames.
+    """
+    if hint.shape != target.shape:
+        raise ValueError(f"hint {tuple(hint.shape)} and teacher features {tuple(target.shape)} differ: "
+                         "--hint_dim must be the teacher's pose stream width")
+    target = F.layer_norm(target.float(), target.shape[-1:])
+    err = (hint.float() - target).pow(2).mean(-1)  # (B, T')
+    valid = length_mask(lengths, err.shape[1])
+    return torch.where(valid, err, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def teacher_stream_features(teacher: torch.nn.Module, batch: dict, stream: str = "pose",
+                            autocast=contextlib.nullcontext) -> Tensor:
+    """The frozen teacher's `stream` encoder alone on the batch -> (B, T', C) features (the hint targets)."""
+    with autocast():
+        feats, _ = teacher.encoders[stream](batch[stream], batch.get("lengths"))
+    return feats
+
+
 def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
-                 autocast=contextlib.nullcontext, aux_weight: float = 0.0):
-    """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys."""
+                 autocast=contextlib.nullcontext, aux_weight: float = 0.0, hint_teacher: torch.nn.Module | None = None,
+                 hint_weight: float = 0.0):
+    """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys;
+    plus `hint_weight` times the hint loss to `hint_teacher`'s pose stream when that is given."""
     def loss_fn(out: dict, batch: dict):
         if teacher is not None and alpha > 0:
             batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
-        return distillation_loss(out, batch, alpha, temperature, aux_weight)
+        loss, parts = distillation_loss(out, batch, alpha, temperature, aux_weight)
+        if hint_teacher is not None and hint_weight > 0:
+            if "hint" not in out:
+                raise ValueError("--hint_weight needs a student with a hint regressor (--hint_dim)")
+            target = teacher_stream_features(hint_teacher, batch, "pose", autocast)
+            hint = hint_loss(out["hint"], target.to(out["hint"].device), out["lengths"])
+            parts["hint"] = hint.detach()
+            loss = loss + hint_weight * hint
+        return loss, parts
 
     return loss_fn
 

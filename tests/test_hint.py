@@ -1,0 +1,114 @@
+"""Feature hints (FitNets) for the RGB-only student: the hint loss's numerics and masking, the regressor only in
+training, checkpoints that rebuild it, the recipe's checks, and a real run whose hint loss falls.
+
+Run: `/work/venv/bin/pytest tests/test_hint.py -q`
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, clean_env, run_cmd, save_untrained
+from cslr.trainer.kd import hint_loss, make_kd_loss, teacher_stream_features
+
+STUDENT = str(REPO / "launch" / "student.py")
+
+
+def test_hint_loss_is_the_mse_to_the_layer_normalised_target_over_valid_frames():
+    torch.manual_seed(0)
+    target = torch.randn(2, 5, 4) * 7 + 3  # any scale: the loss normalises it per frame
+    lengths = torch.tensor([5, 3])
+    normed = (target - target.mean(-1, keepdim=True)) / (target.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    assert hint_loss(normed, target, lengths).item() == pytest.approx(0.0, abs=1e-6)
+    hint = normed.clone()
+    hint[0, 1] += 2.0  # one valid frame off by 2 in all 4 dims: squared error 4 per dim
+    hint[1, 4] += 100.0  # a padded frame: ignored
+    assert hint_loss(hint, target, lengths).item() == pytest.approx(4.0 / 8, rel=1e-5)  # 8 valid frames
+    with pytest.raises(ValueError, match="hint_dim"):
+        hint_loss(hint[..., :3], target, lengths)
+
+
+def test_the_regressor_runs_in_training_only_and_survives_a_checkpoint(tiny_data, tmp_path):
+    from cslr.models.checkpoint import build_model, model_from_checkpoint
+    from cslr.models.registry import ModelConfig
+
+    model, meta = build_model(ModelConfig(arch="student_tiny", modality="rgb", hint_dim=12), 10)
+    rgb = torch.randint(0, 255, (2, 9, 3, 32, 32), dtype=torch.uint8)
+    out = model.train()(rgb, lengths=torch.tensor([9, 6]))
+    assert out["hint"].shape == (2, 3, 12)
+    assert "hint" not in model.eval()(rgb)
+    path = save_untrained(tiny_data, tmp_path, arch="student_tiny", modality="rgb")
+    ck = torch.load(path, weights_only=True)
+    ck.update(model=model.state_dict(), **meta)
+    torch.save(ck, path)
+    again, _, _ = model_from_checkpoint(path)
+    assert again.cfg.hint_dim == 12
+    torch.testing.assert_close(again.hint.weight, model.hint.weight)
+    with pytest.raises(ValueError, match="no hint regressor"):
+        build_model(ModelConfig(arch="teacher_tiny", hint_dim=12), 10)
+
+
+def test_the_hint_teaches_the_rgb_student_the_teachers_pose_features(tiny_data, tmp_path):
+    """A few optimizer steps on one batch lower the hint loss, the gradient reaches the student's backbone and
+    never the frozen teacher, and weight 0 is the plain KD loss."""
+    from cslr.datasets.pipeline import DataConfig, build_loader
+    from cslr.datasets.vocab import Vocabulary
+    from cslr.models.checkpoint import build_model
+    from cslr.models.registry import ModelConfig
+    from cslr.trainer.kd import load_frozen_teacher
+
+    vocab = Vocabulary.load(tiny_data / "vocab.txt")
+    teacher = load_frozen_teacher(save_untrained(tiny_data, tmp_path, randomise=True), vocab, "cpu")
+    width = teacher.encoders["pose"].out_channels
+    batch = next(iter(build_loader(DataConfig(data=str(tiny_data), batch_size=4, num_workers=0, image_size=32,
+                                              modalities=("rgb", "pose")), "train", vocab, train=False)))
+    torch.manual_seed(0)
+    student, _ = build_model(ModelConfig(arch="student_tiny", modality="rgb", hint_dim=width, dropout=0.0), len(vocab))
+    student.train()
+    target = teacher_stream_features(teacher, batch)
+    assert target.shape[-1] == width and not target.requires_grad
+    loss_fn = make_kd_loss(0.0, 2.0, hint_teacher=teacher, hint_weight=3.0)
+    plain_fn = make_kd_loss(0.0, 2.0)
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    hints = []
+    for step in range(15):
+        out = student(batch["rgb"], lengths=batch["lengths"])
+        loss, parts = loss_fn(out, batch)
+        plain, _ = plain_fn(out, batch)
+        assert loss.item() == pytest.approx(plain.item() + 3.0 * parts["hint"].item(), rel=1e-5)
+        hints.append(parts["hint"].item())
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert student.frames.features[0][0].weight.grad.abs().sum() > 0
+            assert all(p.grad is None for p in teacher.parameters())
+        opt.step()
+    assert hints[-1] < 0.7 * hints[0], hints
+    with pytest.raises(ValueError, match="hint regressor"):
+        plain_student, _ = build_model(ModelConfig(arch="student_tiny", modality="rgb"), len(vocab))
+        loss_fn(plain_student.train()(batch["rgb"], lengths=batch["lengths"]), batch)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hint_weight", "1", "--hint_dim", "5"], "--hint_dim 16"),
+    (["--hint_weight", "1"], "--hint_dim 16"),
+    (["--hint_dim", "16"], "without --hint_weight"),
+])
+def test_hint_flags_that_do_not_fit_the_teacher_are_clear_errors(tiny_data, tmp_path, flags, message):
+    teacher = save_untrained(tiny_data, tmp_path)
+    proc = run_cmd([sys.executable, STUDENT, "--data", str(tiny_data), "--output_dir", str(tmp_path / "o"),
+                    "--report_to", "none", "--arch", "student_tiny", "--modality", "rgb", "--num_workers", "0",
+                    "--resume", "", "--teacher_checkpoint", str(teacher), *flags], env=clean_env(), timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_teacher_without_pose_cannot_give_hints(tiny_data, tmp_path):
+    teacher = save_untrained(tiny_data, tmp_path, modality="rgb")
+    proc = run_cmd([sys.executable, STUDENT, "--data", str(tiny_data), "--output_dir", str(tmp_path / "o"),
+                    "--report_to", "none", "--arch", "student_tiny", "--modality", "rgb", "--num_workers", "0",
+                    "--resume", "", "--teacher_checkpoint", str(teacher), "--hint_weight", "1", "--hint_dim", "16"],
+                   env=clean_env(), timeout=300)
+    assert proc.returncode == 2 and "no pose stream" in proc.stderr, proc.stderr[-2000:]
