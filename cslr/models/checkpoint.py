@@ -51,9 +51,12 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
     """The model of `cfg` + the plain metadata that rebuilds it from `best_model.pth`.
 
     Every architecture's config takes `modality`, `dropout` and `aux_heads`; `aux_weight` 0 builds no auxiliary
-    heads at all (parameters without a gradient would stop DDP). `hint_dim` is passed only when set (students).
+    heads at all (parameters without a gradient would stop DDP). `width_mult` and `hint_dim` are passed only when set
+    (`hint_dim`: students).
     """
     kwargs = {"modality": cfg.modality, "dropout": cfg.dropout, "aux_heads": cfg.aux_weight > 0}
+    if cfg.width_mult:
+        kwargs["width_mult"] = cfg.width_mult
     if cfg.hint_dim:
         config_cls = CONFIGS.get(cfg.arch)
         if config_cls is not None and "hint_dim" not in {f.name for f in dataclasses.fields(config_cls)}:

@@ -36,6 +36,7 @@ class ModelConfig:
     dropout: float = 0.3
     aux_weight: float = 0.5         # weight of each auxiliary head's CTC (and KD) loss: teacher streams, student streams
     pretrained: str = ""            # optional local weights file (never downloaded)
+    width_mult: float = 0.0         # backbone channel multiplier (I3D, MobileNetV3); 0: the preset's
     hint_dim: int = 0               # students: FitNets hint regressor width = the teacher's pose stream (--hint_weight)
 
 

@@ -218,6 +218,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.kd.temperature > 0, "--temperature must be > 0"),
         (cfg.kd.hint_weight >= 0, "--hint_weight must be >= 0"),
         (cfg.model.hint_dim >= 0, "--hint_dim must be >= 0"),
+        (cfg.model.width_mult >= 0, "--width_mult must be >= 0 (0: the preset's)"),
         (0.0 <= cfg.optim.min_lr_ratio <= 1.0, f"--min_lr_ratio must be in [0, 1], not {cfg.optim.min_lr_ratio}"),
         (cfg.optim.weight_decay >= 0, f"--weight_decay must be >= 0, not {cfg.optim.weight_decay}"),
         (cfg.optim.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (0: no clipping), not {cfg.optim.max_grad_norm}"),

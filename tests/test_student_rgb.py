@@ -1,7 +1,8 @@
-"""Feature hints (FitNets) for the RGB-only student: the hint loss's numerics and masking, the regressor only in
-training, checkpoints that rebuild it, the recipe's checks, and a real run whose hint loss falls.
+"""The RGB-only student's recipe (configs/student_rgb.yaml): feature hints (FitNets): the hint loss's numerics and
+masking, the regressor only in training, checkpoints that rebuild it and the backbone width, the recipe's
+checks, and training steps whose hint loss falls.
 
-Run: `/work/venv/bin/pytest tests/test_hint.py -q`
+Run: `/work/venv/bin/pytest tests/test_student_rgb.py -q`
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def test_the_regressor_runs_in_training_only_and_survives_a_checkpoint(tiny_data
     from cslr.models.checkpoint import build_model, model_from_checkpoint
     from cslr.models.registry import ModelConfig
 
-    model, meta = build_model(ModelConfig(arch="student_tiny", modality="rgb", hint_dim=12), 10)
+    model, meta = build_model(ModelConfig(arch="student_tiny", modality="rgb", hint_dim=12, width_mult=0.5), 10)
+    assert model.cfg.width_mult == 0.5 and meta["model_kwargs"]["width_mult"] == 0.5
+    narrow, _ = build_model(ModelConfig(arch="student_tiny", modality="rgb"), 10)  # the preset's 0.25
+    assert model.frames.out_channels > narrow.frames.out_channels
     rgb = torch.randint(0, 255, (2, 9, 3, 32, 32), dtype=torch.uint8)
     out = model.train()(rgb, lengths=torch.tensor([9, 6]))
     assert out["hint"].shape == (2, 3, 12)
@@ -45,7 +49,7 @@ def test_the_regressor_runs_in_training_only_and_survives_a_checkpoint(tiny_data
     ck.update(model=model.state_dict(), **meta)
     torch.save(ck, path)
     again, _, _ = model_from_checkpoint(path)
-    assert again.cfg.hint_dim == 12
+    assert again.cfg.hint_dim == 12 and again.cfg.width_mult == 0.5
     torch.testing.assert_close(again.hint.weight, model.hint.weight)
     with pytest.raises(ValueError, match="no hint regressor"):
         build_model(ModelConfig(arch="teacher_tiny", hint_dim=12), 10)
