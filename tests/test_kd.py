@@ -216,7 +216,7 @@ def test_kd_ddp_two_processes_online(tiny_data, teacher_ckpt, tmp_path):
     ck = torch.load(out / "best_model.pth", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "student_tiny" and ck["config"]["kd"]["alpha"] == 0.5
     log = (out / "training.log").read_text()
-    assert "KD (online)" in log and "hints: student rgb features -> the teacher's pose stream (16 wide)" in log
+    assert "KD (online)" in log and "hints: student rgb features -> the teacher's pose stream (16 wide, sequence" in log
     assert ck["model_kwargs"]["hint_dim"] == 16 and "hint.weight" in ck["model"]
 
 

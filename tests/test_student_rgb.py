@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO, clean_env, run_cmd, save_untrained
-from cslr.trainer.kd import hint_loss, make_kd_loss, teacher_stream_features
+from cslr.trainer.kd import hint_loss, make_kd_loss, teacher_frame_features, teacher_stream_features
 
 STUDENT = str(REPO / "launch" / "student.py")
 
@@ -28,8 +28,40 @@ def test_hint_loss_is_the_mse_to_the_layer_normalised_target_over_valid_frames()
     hint[0, 1] += 2.0  # one valid frame off by 2 in all 4 dims: squared error 4 per dim
     hint[1, 4] += 100.0  # a padded frame: ignored
     assert hint_loss(hint, target, lengths).item() == pytest.approx(4.0 / 8, rel=1e-5)  # 8 valid frames
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[0, 1] = False  # the off frame left out: 7 frames, all exact
+    assert hint_loss(hint, target, lengths, keep).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="hint_dim"):
         hint_loss(hint[..., :3], target, lengths)
+
+
+def test_frame_hints_read_the_landmark_embedding_where_a_hand_is_seen(tiny_data, tmp_path):
+    """hint_level "frames": the regressor reads each frame's backbone features, and the targets are the teacher's
+    per-frame landmark embedding, kept only on valid frames where some hand landmark was detected."""
+    from cslr.models.checkpoint import build_model
+    from cslr.models.registry import ModelConfig
+    from cslr.datasets.vocab import Vocabulary
+    from cslr.trainer.kd import load_frozen_teacher
+
+    vocab = Vocabulary.load(tiny_data / "vocab.txt")
+    teacher = load_frozen_teacher(save_untrained(tiny_data, tmp_path, randomise=True), vocab, "cpu")
+    torch.manual_seed(0)
+    pose = torch.randn(2, 6, 543, 3)
+    pose[0, 2, 501:] = float("nan")  # no hand in frame 2 of video 0 (landmarks 501-521 left, 522-542 right hand)
+    pose[1, 1, 501:522] = float("nan")  # one hand lost: still seen
+    pose[1, 3, 530] = float("nan")  # one landmark lost: still seen
+    batch = {"pose": pose, "lengths": torch.tensor([6, 4])}
+    feats, seen = teacher_frame_features(teacher, batch)
+    width = teacher.encoders["pose"].out_channels
+    assert feats.shape == (2, 6, width)
+    assert seen.tolist() == [[True, True, False, True, True, True], [True, True, True, True, False, False]]
+    student, _ = build_model(ModelConfig(arch="student_tiny", modality="rgb", hint_dim=width, hint_level="frames"),
+                             len(vocab))
+    out = student.train()(torch.randint(0, 255, (2, 6, 3, 32, 32), dtype=torch.uint8), lengths=batch["lengths"])
+    assert out["hint_frames"].shape == (2, 6, width) and "hint" not in out
+    loss, parts = make_kd_loss(0.0, 2.0, hint_teacher=teacher, hint_weight=1.0)(out, {**batch, "targets": torch.tensor(
+        [[1, 2], [2, 1]]), "target_lengths": torch.tensor([2, 2])})
+    assert parts["hint"].item() == pytest.approx(hint_loss(out["hint_frames"], feats, batch["lengths"], seen).item())
 
 
 def test_the_regressor_runs_in_training_only_and_survives_a_checkpoint(tiny_data, tmp_path):

@@ -38,6 +38,7 @@ class ModelConfig:
     pretrained: str = ""            # optional local weights file (never downloaded)
     width_mult: float = 0.0         # backbone channel multiplier (I3D, MobileNetV3); 0: the preset's
     hint_dim: int = 0               # students: FitNets hint regressor width = the teacher's pose stream (--hint_weight)
+    hint_level: str = "sequence"    # students: hints on the temporal features (sequence) or each frame's (frames)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}

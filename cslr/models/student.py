@@ -6,7 +6,8 @@
     -> BiLSTM (packed; head="lstm") or one more temporal conv (head="conv", no recurrence: streamable)
     -> classifier -> "log_probs" (B, T', V) fp32
     auxiliary CTC classifiers on each stream's (B, T', C) sequence -> "aux" {"rgb", "pose"} (training mode only)
-    hint regressor (hint_dim > 0): the rgb stream's (B, T', hidden) -> (B, T', hint_dim) "hint", regressed onto the
+    hint regressor (hint_dim > 0): the rgb stream's (B, T', hidden) -> (B, T', hint_dim) "hint" (hint_level
+    "sequence"), or the frame features (B, T, C) -> (B, T, hint_dim) "hint_frames" ("frames"), regressed onto the
     teacher's pose-stream features (FitNets; `cslr.trainer.kd.hint_loss`, training mode only)
 
 Same interface as the teacher (`cslr.models.teacher`): the same `forward(rgb, pose, lengths)` dict and the same
@@ -33,6 +34,7 @@ from .pose import DEFAULT_POSE_PARTS, PoseEncoder
 
 BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
 HEADS = ("lstm", "conv")
+HINT_LEVELS = ("sequence", "frames")
 MODALITIES = ("rgb", "rgb+pose")
 
 
@@ -66,6 +68,9 @@ class StudentConfig(StreamsConfig):
             features to the teacher's pose-stream features, which the KD loss regresses them onto (`--hint_weight`).
             It teaches an RGB-only student, frame by frame, what the teacher reads from the landmarks (hand shape,
             location); like the auxiliary heads it runs in training mode only.
+        hint_level: "sequence": the regressor reads the rgb stream's temporal features (T' = T / 4) and the
+            target is the teacher's pose stream output; "frames": it reads each frame's backbone features and the
+            target is the teacher's per-frame landmark embedding (its pose MLP), on frames where a hand is seen.
     """
 
     MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
@@ -84,10 +89,12 @@ class StudentConfig(StreamsConfig):
     bn_momentum: float = 0.1
     aux_heads: bool = True
     hint_dim: int = 0
+    hint_level: str = "sequence"
 
     def __post_init__(self):
         self.check_classes_and_streams()
-        for name, value, choices in (("backbone", self.backbone, BACKBONES), ("head", self.head, HEADS)):
+        for name, value, choices in (("backbone", self.backbone, BACKBONES), ("head", self.head, HEADS),
+                                     ("hint_level", self.hint_level, HINT_LEVELS)):
             if value not in choices:
                 raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
 
@@ -149,7 +156,8 @@ class Student(nn.Module):
         self.aux_heads = nn.ModuleDict(
             {name: Classifier(dim, cfg.num_classes, cfg.dropout) for name, dim in streams.items()} if cfg.aux_heads else {}
         )
-        self.hint = nn.Linear(cfg.temporal_hidden, cfg.hint_dim) if cfg.hint_dim > 0 else None
+        hint_in = self.frames.out_channels if cfg.hint_level == "frames" else cfg.temporal_hidden
+        self.hint = nn.Linear(hint_in, cfg.hint_dim) if cfg.hint_dim > 0 else None
 
     def output_length(self, lengths: Tensor | int):
         """Exact number of output frames for `lengths` input frames: ceil(T / 4), as the teacher."""
@@ -177,7 +185,7 @@ class Student(nn.Module):
         Returns:
             {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {stream: (B, T', V) fp32} (training
              mode with aux_heads, else {}), "features": (B, T', C) the sequence fed to the head, zero at padded
-             frames, and in training mode with hint_dim "hint": (B, T', hint_dim)}.
+             frames, and in training mode with hint_dim "hint": (B, T', hint_dim) or "hint_frames": (B, T, hint_dim)}.
         """
         if rgb is None:
             raise ValueError("the student needs an 'rgb' input")
@@ -191,7 +199,8 @@ class Student(nn.Module):
         if not full and (lengths.min() < 1 or lengths.max() > T):
             raise ValueError(f"lengths must be in [1, {T}], got {lengths.tolist()}")
 
-        x = self.dropout(self.encode_frames(rgb, None if full else lengths))  # (B, T, C)
+        frame_feats = self.encode_frames(rgb, None if full else lengths)  # (B, T, C)
+        x = self.dropout(frame_feats)
         features, out_lengths = self.temporal(x, None if full else lengths)  # (B, T', hidden)
         if full:
             out_lengths = self.output_length(lengths)
@@ -206,5 +215,8 @@ class Student(nn.Module):
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
         out = {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
         if self.hint is not None and self.training:
-            out["hint"] = self.hint(streams["rgb"])
+            if self.cfg.hint_level == "frames":
+                out["hint_frames"] = self.hint(frame_feats)
+            else:
+                out["hint"] = self.hint(streams["rgb"])
         return out

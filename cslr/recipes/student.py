@@ -65,7 +65,8 @@ def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.M
     if hint_dim != width:
         raise ValueError(f"--hint_weight needs --hint_dim {width} (the pose stream width of {kd.teacher_checkpoint}),"
                          f" the student has {hint_dim}")
-    logger.info("hints: student rgb features -> the teacher's pose stream (%d wide), weight %.2f", width, kd.hint_weight)
+    logger.info("hints: student rgb features -> the teacher's pose stream (%d wide, %s level), weight %.2f", width,
+                model.cfg.hint_level, kd.hint_weight)
     return teacher
 
 

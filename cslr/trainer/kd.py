@@ -24,7 +24,9 @@ targets were computed on the unscaled video) makes them differ.
 Feature hints (FitNets, Romero et al., 2015; `--hint_weight B`): a student with a hint regressor (`hint_dim`) adds
     B * mean over valid frames of mean_d (hint_d - layer_norm(teacher_pose_features)_d)^2
 where the teacher's pose stream (its encoder alone, frozen, on the batch's landmarks) gives the features per
-output frame, normalised per frame so the term's scale does not depend on the teacher's. The RGB-only student
+output frame (hint_level "sequence"), or its per-frame landmark embedding on the frames where it sees a hand
+("frames": the student's regressor then reads each frame's backbone features), normalised per frame so the
+term's scale does not depend on the teacher's. The RGB-only student
 learns frame by frame what the teacher reads from the landmarks; at inference it needs none.
 
 Entry point: `accelerate launch launch/student.py` (see there); tests: `/work/venv/bin/pytest tests/test_kd.py -q`.
@@ -44,6 +46,7 @@ from cslr.datasets.soft_targets import select_soft
 from cslr.eval.forward import model_forward
 from cslr.models.checkpoint import model_from_checkpoint
 from cslr.models.heads import length_mask
+from cslr.models.pose import POSE_PARTS, normalise_landmarks
 
 from .losses import teacher_loss
 
@@ -155,21 +158,24 @@ def teacher_soft_targets(teacher: torch.nn.Module, batch: dict, temperature: flo
     return soft_targets_from_log_probs(out["log_probs"], out["lengths"], temperature, topk)
 
 
-def hint_loss(hint: Tensor, target: Tensor, lengths: Tensor) -> Tensor:
+def hint_loss(hint: Tensor, target: Tensor, lengths: Tensor, keep: Tensor | None = None) -> Tensor:
     """Mean over valid frames of the mean squared difference between the student's hint and the per-frame
     layer-normalised teacher features.
 
     Args:
-        hint: (B, T', D) the student's hint regressor output.
-        target: (B, T', D) the teacher's stream features on the same frames (same T' = ceil(T / 4)).
-        lengths: (B,) valid output frames.
+        hint: (B, T, D) the student's hint regressor output.
+        target: (B, T, D) the teacher's stream features on the same frames.
+        lengths: (B,) valid frames.
+        keep: (B, T) bool, frames that count besides (default: all valid ones).
     """
     if hint.shape != target.shape:
         raise ValueError(f"hint {tuple(hint.shape)} and teacher features {tuple(target.shape)} differ: "
                          "--hint_dim must be the teacher's pose stream width")
     target = F.layer_norm(target.float(), target.shape[-1:])
-    err = (hint.float() - target).pow(2).mean(-1)  # (B, T')
+    err = (hint.float() - target).pow(2).mean(-1)  # (B, T)
     valid = length_mask(lengths, err.shape[1])
+    if keep is not None:
+        valid = valid & keep.to(valid.device)
     return torch.where(valid, err, 0.0).sum() / valid.sum().clamp(min=1)
 
 
@@ -182,6 +188,32 @@ def teacher_stream_features(teacher: torch.nn.Module, batch: dict, stream: str =
     return feats
 
 
+@torch.no_grad()
+def teacher_frame_features(teacher: torch.nn.Module, batch: dict) -> tuple[Tensor, Tensor]:
+    """The frozen teacher's per-frame landmark embedding (its pose encoder's MLP, before the temporal convs)
+    -> (B, T, C) features and (B, T) bool: frames where it sees at least one hand landmark (the hint's frames:
+    a lost hand is visible in the RGB, and its embedding would teach the student to miss it)."""
+    encoder = teacher.encoders["pose"]
+    pose = batch["pose"].float()
+    valid = length_mask(batch["lengths"], pose.shape[1]).to(pose.device)
+    feats = encoder.mlp(normalise_landmarks(pose, encoder.indices, valid).flatten(2))  # (B, T, C)
+    hands = torch.tensor([i for part in ("left_hand", "right_hand") for i in POSE_PARTS[part]], device=pose.device)
+    seen = ~pose[:, :, hands].isnan().any(-1).all(-1)  # (B, T): some hand landmark present
+    return feats, seen & valid
+
+
+def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module, autocast=contextlib.nullcontext) -> Tensor:
+    """The hint loss of the student's regressor output: per frame ("hint_frames") against the teacher's landmark
+    embedding, or per output frame ("hint") against its pose stream."""
+    if "hint_frames" in out:
+        target, seen = teacher_frame_features(teacher, batch)
+        return hint_loss(out["hint_frames"], target.to(out["hint_frames"].device), batch["lengths"], seen)
+    if "hint" in out:
+        target = teacher_stream_features(teacher, batch, "pose", autocast)
+        return hint_loss(out["hint"], target.to(out["hint"].device), out["lengths"])
+    raise ValueError("--hint_weight needs a student with a hint regressor (--hint_dim)")
+
+
 def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
                  autocast=contextlib.nullcontext, aux_weight: float = 0.0, hint_teacher: torch.nn.Module | None = None,
                  hint_weight: float = 0.0):
@@ -192,10 +224,7 @@ def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | No
             batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
         loss, parts = distillation_loss(out, batch, alpha, temperature, aux_weight)
         if hint_teacher is not None and hint_weight > 0:
-            if "hint" not in out:
-                raise ValueError("--hint_weight needs a student with a hint regressor (--hint_dim)")
-            target = teacher_stream_features(hint_teacher, batch, "pose", autocast)
-            hint = hint_loss(out["hint"], target.to(out["hint"].device), out["lengths"])
+            hint = student_hint_loss(out, batch, hint_teacher, autocast)
             parts["hint"] = hint.detach()
             loss = loss + hint_weight * hint
         return loss, parts
