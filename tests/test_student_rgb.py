@@ -132,6 +132,7 @@ def test_the_hint_teaches_the_rgb_student_the_teachers_pose_features(tiny_data, 
     (["--hint_weight", "1", "--hint_dim", "5"], "--hint_dim 16"),
     (["--hint_weight", "1"], "--hint_dim 16"),
     (["--hint_dim", "16"], "without --hint_weight"),
+    (["--image_size", "48"], "trained on 32x32 crops and the student reads 48x48"),  # online targets: refused
 ])
 def test_hint_flags_that_do_not_fit_the_teacher_are_clear_errors(tiny_data, tmp_path, flags, message):
     teacher = save_untrained(tiny_data, tmp_path)
@@ -148,3 +149,44 @@ def test_a_teacher_without_pose_cannot_give_hints(tiny_data, tmp_path):
                     "--resume", "", "--teacher_checkpoint", str(teacher), "--hint_weight", "1", "--hint_dim", "16"],
                    env=clean_env(), timeout=300)
     assert proc.returncode == 2 and "no pose stream" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_recipe_fits_the_default_teacher_and_corpus():
+    """configs/student_rgb.yaml: RGB only, hints as wide as teacher_small's pose stream, the built-in corpus's
+    full frames, offline targets (an online teacher would see crops it was not trained on)."""
+    from cslr.datasets.synthetic.presets import PRESETS
+    from cslr.models.registry import build_model
+    from cslr.trainer.config import build_arg_parser, resolve
+
+    cfg = resolve(build_arg_parser("", str(REPO / "configs" / "student_rgb.yaml")).parse_args([]))
+    assert cfg.model.modality == "rgb" and cfg.model.hint_level == "frames" and cfg.kd.hint_weight > 0
+    assert cfg.model.hint_dim == build_model("teacher_small", 10).encoders["pose"].out_channels
+    assert cfg.data.image_size == PRESETS[cfg.run.synthetic_preset].frame_size[0] and cfg.data.soft_targets
+
+
+def test_the_recipe_trains_end_to_end_with_offline_targets_and_frame_hints(tiny_data, tmp_path):
+    """The recipe's flags on the tiny corpus: sidecars written by launch/soft_targets.py, then
+    launch/student.py --config configs/student_rgb.yaml; the student loads back with its regressor and needs no
+    landmarks at inference."""
+    from cslr.models.checkpoint import model_from_checkpoint
+
+    teacher = save_untrained(tiny_data, tmp_path, randomise=True)
+    soft = tmp_path / "soft"
+    proc = run_cmd([sys.executable, str(REPO / "launch" / "soft_targets.py"), "--checkpoint", str(teacher),
+                    "--data", str(tiny_data), "--out", str(soft), "--topk", "8", "--dtype", "float16",
+                    "--temperature", "3", "--batch_size", "4"], env=clean_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "rgb"
+    proc = run_cmd([sys.executable, STUDENT, "--config", str(REPO / "configs" / "student_rgb.yaml"),
+                    "--data", str(tiny_data), "--soft_targets", str(soft), "--teacher_checkpoint", str(teacher),
+                    "--output_dir", str(out), "--arch", "student_tiny", "--hint_dim", "16", "--image_size", "32",
+                    "--epochs", "2", "--batch_size", "4", "--num_workers", "0", "--report_to", "none",
+                    "--beam_width", "2"], env=clean_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "training.log").read_text()
+    assert "KD (offline)" in log and "pose stream (16 wide, frames level), weight 2.00" in log
+    model, _, ck = model_from_checkpoint(out / "best_model.pth")
+    assert ck["model_kwargs"]["hint_level"] == "frames" and model.cfg.modality == "rgb" and model.pose is None
+    with torch.no_grad():
+        res = model(torch.randint(0, 255, (1, 12, 3, 32, 32), dtype=torch.uint8))
+    assert set(res) == {"log_probs", "lengths", "aux", "features"}

@@ -37,7 +37,7 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
                          extra_streams=hint_streams)
     if not kd.teacher_checkpoint:
         raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
-    teacher = hint if hint is not None else load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
+    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device, image_size=cfg.data.image_size)
     logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
                 kd.alpha, kd.temperature)
     # Student and teacher read the same batch: the loader provides what both need.

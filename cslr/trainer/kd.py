@@ -232,15 +232,23 @@ def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | No
     return loss_fn
 
 
-def load_frozen_teacher(path: str | Path, vocab, device) -> torch.nn.Module:
+def load_frozen_teacher(path: str | Path, vocab, device, image_size: int | None = None) -> torch.nn.Module:
     """The teacher of `best_model.pth`, frozen (eval, no grad) on `device`; its vocabulary must be the data's.
 
+    `image_size`: the crop the teacher will be shown (online targets); an RGB teacher trained on another crop
+    size is refused, since it would see frames unlike its training (offline targets are made at its own size).
     Kept outside `accelerator.prepare`: DeepSpeed takes one model per prepare, and the teacher needs no
     optimizer, gradient sync or sharding.
     """
-    teacher, teacher_vocab, _ = model_from_checkpoint(path)
+    teacher, teacher_vocab, ck = model_from_checkpoint(path)
     if list(teacher_vocab.glosses) != list(vocab.glosses):
         raise ValueError(f"{path}: the teacher's vocabulary ({len(teacher_vocab)} classes) is not the data's "
                          f"({len(vocab)} classes): distil on the corpus the teacher was trained on")
+    trained = ck.get("config", {}).get("data", {}).get("image_size")
+    if image_size is not None and "rgb" in teacher.cfg.streams and trained and int(trained) != image_size:
+        raise ValueError(f"{path}: the teacher was trained on {trained}x{trained} crops and the student reads "
+                         f"{image_size}x{image_size}; online targets would show the teacher frames unlike its "
+                         f"training: write offline targets (launch/soft_targets.py, at the teacher's size) and "
+                         f"give --soft_targets DIR, or train the student at --image_size {trained}")
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
