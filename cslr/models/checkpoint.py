@@ -57,10 +57,11 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
     kwargs = {"modality": cfg.modality, "dropout": cfg.dropout, "aux_heads": cfg.aux_weight > 0}
     if cfg.width_mult:
         kwargs["width_mult"] = cfg.width_mult
-    if cfg.hint_dim:
+    if cfg.hint_dim or cfg.hint_level != ModelConfig.hint_level:
         config_cls = CONFIGS.get(cfg.arch)
         if config_cls is not None and "hint_dim" not in {f.name for f in dataclasses.fields(config_cls)}:
-            raise ValueError(f"--hint_dim {cfg.hint_dim}: model {cfg.arch!r} has no hint regressor (students have)")
+            raise ValueError(f"--hint_dim {cfg.hint_dim} / --hint_level {cfg.hint_level}: model {cfg.arch!r} has no "
+                             "hint regressor (students have)")
         kwargs.update(hint_dim=cfg.hint_dim, hint_level=cfg.hint_level)
     model = _build(cfg.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg.arch, "model_kwargs": kwargs, "num_classes": num_classes}

@@ -34,7 +34,8 @@ from .pose import DEFAULT_POSE_PARTS, PoseEncoder
 
 BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
 HEADS = ("lstm", "conv")
-HINT_LEVELS = ("sequence", "frames")
+HINT_LEVELS = ("sequence", "frames", "hands")
+HAND_SHAPE_DIM = 2 * 21 * 3  # hint_level "hands": both hands' 21 landmarks, wrist-relative, x y z
 MODALITIES = ("rgb", "rgb+pose")
 
 
@@ -70,7 +71,9 @@ class StudentConfig(StreamsConfig):
             location); like the auxiliary heads it runs in training mode only.
         hint_level: "sequence": the regressor reads the rgb stream's temporal features (T' = T / 4) and the
             target is the teacher's pose stream output; "frames": it reads each frame's backbone features and the
-            target is the teacher's per-frame landmark embedding (its pose MLP), on frames where a hand is seen.
+            target is the teacher's per-frame landmark embedding (its pose MLP), on frames where a hand is seen;
+            "hands": it reads each frame's backbone features and the target is each detected hand's shape (its 21
+            landmarks relative to the wrist, in hand sizes; hint_dim HAND_SHAPE_DIM), straight from the data.
     """
 
     MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
@@ -97,6 +100,9 @@ class StudentConfig(StreamsConfig):
                                      ("hint_level", self.hint_level, HINT_LEVELS)):
             if value not in choices:
                 raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
+        if self.hint_level == "hands" and self.hint_dim not in (0, HAND_SHAPE_DIM):
+            raise ValueError(f"hint_level 'hands' regresses {HAND_SHAPE_DIM} values (2 hands x 21 landmarks x 3): "
+                             f"--hint_dim {HAND_SHAPE_DIM}, not {self.hint_dim}")
 
 
 class FrameEncoder(nn.Module):
@@ -156,7 +162,7 @@ class Student(nn.Module):
         self.aux_heads = nn.ModuleDict(
             {name: Classifier(dim, cfg.num_classes, cfg.dropout) for name, dim in streams.items()} if cfg.aux_heads else {}
         )
-        hint_in = self.frames.out_channels if cfg.hint_level == "frames" else cfg.temporal_hidden
+        hint_in = cfg.temporal_hidden if cfg.hint_level == "sequence" else self.frames.out_channels
         self.hint = nn.Linear(hint_in, cfg.hint_dim) if cfg.hint_dim > 0 else None
 
     def output_length(self, lengths: Tensor | int):
@@ -185,7 +191,8 @@ class Student(nn.Module):
         Returns:
             {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {stream: (B, T', V) fp32} (training
              mode with aux_heads, else {}), "features": (B, T', C) the sequence fed to the head, zero at padded
-             frames, and in training mode with hint_dim "hint": (B, T', hint_dim) or "hint_frames": (B, T, hint_dim)}.
+             frames, and in training mode with hint_dim "hint": (B, T', hint_dim) or "hint_frames" /
+             "hint_hands": (B, T, hint_dim)}.
         """
         if rgb is None:
             raise ValueError("the student needs an 'rgb' input")
@@ -215,8 +222,8 @@ class Student(nn.Module):
             hidden, _ = self.head(features, None if full else out_lengths)  # (B, T', C)
         out = {"log_probs": self.classifier(hidden), "lengths": out_lengths, "aux": aux, "features": features}
         if self.hint is not None and self.training:
-            if self.cfg.hint_level == "frames":
-                out["hint_frames"] = self.hint(frame_feats)
+            if self.cfg.hint_level != "sequence":
+                out[f"hint_{self.cfg.hint_level}"] = self.hint(frame_feats)  # "hint_frames" / "hint_hands"
             else:
                 out["hint"] = self.hint(streams["rgb"])
         return out

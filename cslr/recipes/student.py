@@ -11,6 +11,7 @@ import logging
 import torch
 
 from cslr.datasets.soft_targets import load_soft_manifest
+from cslr.models.student import HAND_SHAPE_DIM
 from cslr.trainer.kd import load_frozen_teacher, make_kd_loss
 
 from .train import LossSetup
@@ -25,7 +26,7 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     soft_dir = getattr(cfg.data, "soft_targets", "")
     hint = _hint_teacher(cfg, accelerator, model, vocab)
     hint_args = {"hint_teacher": hint, "hint_weight": kd.hint_weight}
-    hint_streams = ("pose",) if hint is not None else ()
+    hint_streams = ("pose",) if kd.hint_weight > 0 else ()
     if kd.alpha == 0:
         logger.info("--alpha 0: CTC only, no distillation")
         return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
@@ -54,6 +55,12 @@ def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.M
     if kd.hint_weight == 0:
         if hint_dim:
             raise ValueError(f"--hint_dim {hint_dim} without --hint_weight: the hint regressor would not be trained")
+        return None
+    if model.cfg.hint_level == "hands":
+        if hint_dim != HAND_SHAPE_DIM:
+            raise ValueError(f"--hint_level hands needs --hint_dim {HAND_SHAPE_DIM}, the student has {hint_dim}")
+        logger.info("hints: student frame features -> the hand shapes of the landmarks (%d values), weight %.2f",
+                    hint_dim, kd.hint_weight)
         return None
     if not kd.teacher_checkpoint:
         raise ValueError("--hint_weight needs --teacher_checkpoint: the hint targets are its pose-stream features")

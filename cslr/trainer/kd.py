@@ -26,7 +26,8 @@ Feature hints (FitNets, Romero et al., 2015; `--hint_weight B`): a student with 
 where the teacher's pose stream (its encoder alone, frozen, on the batch's landmarks) gives the features per
 output frame (hint_level "sequence"), or its per-frame landmark embedding on the frames where it sees a hand
 ("frames": the student's regressor then reads each frame's backbone features), normalised per frame so the
-term's scale does not depend on the teacher's. The RGB-only student
+term's scale does not depend on the teacher's. "hands" needs no teacher: each detected hand's shape from the
+batch's landmarks (wrist-relative, in hand sizes) is the target of each frame. The RGB-only student
 learns frame by frame what the teacher reads from the landmarks; at inference it needs none.
 
 Entry point: `accelerate launch launch/student.py` (see there); tests: `/work/venv/bin/pytest tests/test_kd.py -q`.
@@ -202,9 +203,34 @@ def teacher_frame_features(teacher: torch.nn.Module, batch: dict) -> tuple[Tenso
     return feats, seen & valid
 
 
-def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module, autocast=contextlib.nullcontext) -> Tensor:
+def hand_shape_targets(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, 543, 3) landmarks -> (B, T, 2, 63) each hand's shape, (B, T, 2) bool where it counts.
+
+    A hand's shape is its 21 landmarks relative to its wrist, divided by its size in the image plane (wrist to
+    middle-finger knuckle); it counts on valid frames where all 21 were detected (left hand first)."""
+    B, T = pose.shape[:2]
+    idx = torch.tensor(POSE_PARTS["left_hand"] + POSE_PARTS["right_hand"], device=pose.device)
+    hands = pose[:, :, idx].float().view(B, T, 2, 21, 3)
+    rel = hands - hands[:, :, :, :1]
+    size = rel[:, :, :, 9, :2].norm(dim=-1)  # (B, T, 2)
+    keep = ~hands.isnan().any(-1).any(-1) & (size > 1e-6) & length_mask(lengths, T).to(pose.device)[..., None]
+    shape = torch.where(keep[..., None, None], rel / size.clamp(min=1e-6)[..., None, None], 0.0)
+    return shape.flatten(3), keep
+
+
+def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module | None,
+                      autocast=contextlib.nullcontext) -> Tensor:
     """The hint loss of the student's regressor output: per frame ("hint_frames") against the teacher's landmark
-    embedding, or per output frame ("hint") against its pose stream."""
+    embedding, per output frame ("hint") against its pose stream, or per frame and hand ("hint_hands") against
+    the hand shapes of the batch's landmarks (mean squared error over the hands that count)."""
+    if "hint_hands" in out:
+        target, keep = hand_shape_targets(batch["pose"], batch["lengths"])
+        pred = out["hint_hands"].float().unflatten(-1, (2, -1))  # (B, T, 2, 63)
+        err = (pred - target.to(pred.device)).pow(2).mean(-1)  # (B, T, 2)
+        keep = keep.to(err.device)
+        return torch.where(keep, err, 0.0).sum() / keep.sum().clamp(min=1)
+    if teacher is None:
+        raise ValueError("hints at the 'sequence' and 'frames' levels need a teacher (--teacher_checkpoint)")
     if "hint_frames" in out:
         target, seen = teacher_frame_features(teacher, batch)
         return hint_loss(out["hint_frames"], target.to(out["hint_frames"].device), batch["lengths"], seen)
@@ -223,7 +249,7 @@ def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | No
         if teacher is not None and alpha > 0:
             batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
         loss, parts = distillation_loss(out, batch, alpha, temperature, aux_weight)
-        if hint_teacher is not None and hint_weight > 0:
+        if hint_weight > 0:
             hint = student_hint_loss(out, batch, hint_teacher, autocast)
             parts["hint"] = hint.detach()
             loss = loss + hint_weight * hint
