@@ -134,8 +134,8 @@ def test_the_hint_teaches_the_rgb_student_the_teachers_pose_features(tiny_data, 
     (["--hint_weight", "1"], "--hint_dim 16"),
     (["--hint_dim", "16"], "without --hint_weight"),
     (["--image_size", "48"], "trained on 32x32 crops and the student reads 48x48"),  # online targets: refused
-    (["--hint_weight", "1", "--hint_level", "hands", "--hint_dim", "16"], "hint_level 'hands' regresses 126"),
-    (["--hint_weight", "1", "--hint_level", "hands"], "--hint_level hands needs --hint_dim 126"),
+    (["--hint_weight", "1", "--hint_level", "hands", "--hint_dim", "16"], "hint_level 'hands' regresses 84"),
+    (["--hint_weight", "1", "--hint_level", "hands"], "--hint_level hands needs --hint_dim 84"),
 ])
 def test_hint_flags_that_do_not_fit_the_teacher_are_clear_errors(tiny_data, tmp_path, flags, message):
     teacher = save_untrained(tiny_data, tmp_path)
@@ -200,11 +200,11 @@ def test_hand_shape_targets_are_wrist_relative_in_hand_sizes_where_the_hand_is_s
     pose = torch.rand(1, 3, 543, 3)
     pose[0, 1, 501 + 4] = float("nan")  # frame 1: one left-hand landmark lost -> that hand does not count
     target, keep = hand_shape_targets(pose, torch.tensor([2]))  # frame 2 is padding
-    assert target.shape == (1, 3, 2, 63)
+    assert target.shape == (1, 3, 2, 42)
     assert keep.tolist() == [[[True, True], [False, True], [False, False]]]
     right = pose[0, 0, 522:543]
     size = (right[9, :2] - right[0, :2]).norm()
-    torch.testing.assert_close(target[0, 0, 1].view(21, 3), (right - right[0]) / size)
+    torch.testing.assert_close(target[0, 0, 1].view(21, 2), (right[:, :2] - right[0, :2]) / size)
     assert not target.isnan().any() and (target[0, 1, 0] == 0).all()
     # the loss: a perfect prediction costs 0, and a wrong hand that does not count costs nothing
     from cslr.models.student import HAND_SHAPE_DIM
@@ -213,8 +213,8 @@ def test_hand_shape_targets_are_wrist_relative_in_hand_sizes_where_the_hand_is_s
     pred = target.flatten(2).clone()
     batch = {"pose": pose, "lengths": torch.tensor([2])}
     assert student_hint_loss({"hint_hands": pred}, batch, None).item() == 0.0
-    pred[0, 1, :63] += 5.0  # the lost left hand of frame 1
+    pred[0, 1, :42] += 5.0  # the lost left hand of frame 1
     assert student_hint_loss({"hint_hands": pred}, batch, None).item() == 0.0
-    pred[0, 0, 63:] += 1.0  # frame 0's right hand: error 1 per value, 1 of 3 counted hands
+    pred[0, 0, 42:] += 1.0  # frame 0's right hand: error 1 per value, 1 of 3 counted hands
     assert student_hint_loss({"hint_hands": pred}, batch, None).item() == pytest.approx(1 / 3)
     assert pred.shape[-1] == HAND_SHAPE_DIM

@@ -35,7 +35,7 @@ from .pose import DEFAULT_POSE_PARTS, PoseEncoder
 BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
 HEADS = ("lstm", "conv")
 HINT_LEVELS = ("sequence", "frames", "hands")
-HAND_SHAPE_DIM = 2 * 21 * 3  # hint_level "hands": both hands' 21 landmarks, wrist-relative, x y z
+HAND_SHAPE_DIM = 2 * 21 * 2  # hint_level "hands": both hands' 21 landmarks, wrist-relative, x y
 MODALITIES = ("rgb", "rgb+pose")
 
 
@@ -73,7 +73,8 @@ class StudentConfig(StreamsConfig):
             target is the teacher's pose stream output; "frames": it reads each frame's backbone features and the
             target is the teacher's per-frame landmark embedding (its pose MLP), on frames where a hand is seen;
             "hands": it reads each frame's backbone features and the target is each detected hand's shape (its 21
-            landmarks relative to the wrist, in hand sizes; hint_dim HAND_SHAPE_DIM), straight from the data.
+            landmarks relative to the wrist in the image plane, in hand sizes; hint_dim HAND_SHAPE_DIM), straight
+            from the data. Depth is left out: its variance is 8x the image plane's and the pixels barely show it.
     """
 
     MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
@@ -101,7 +102,7 @@ class StudentConfig(StreamsConfig):
             if value not in choices:
                 raise ValueError(f"StudentConfig.{name} {value!r}: choose from {choices}")
         if self.hint_level == "hands" and self.hint_dim not in (0, HAND_SHAPE_DIM):
-            raise ValueError(f"hint_level 'hands' regresses {HAND_SHAPE_DIM} values (2 hands x 21 landmarks x 3): "
+            raise ValueError(f"hint_level 'hands' regresses {HAND_SHAPE_DIM} values (2 hands x 21 landmarks x 2): "
                              f"--hint_dim {HAND_SHAPE_DIM}, not {self.hint_dim}")
 
 
