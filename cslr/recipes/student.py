@@ -51,12 +51,12 @@ def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.M
     """`--hint_weight B > 0`: the frozen teacher whose pose stream gives the hint targets, checked against the
     student's hint regressor (`--hint_dim`); None without hints. The teacher's pose encoder runs on each batch
     (cheap beside the student), also when the soft targets come from sidecar shards."""
-    kd, hint_dim = cfg.kd, getattr(model.cfg, "hint_dim", 0)
+    kd, hint_dim, level = cfg.kd, getattr(model.cfg, "hint_dim", 0), getattr(model.cfg, "hint_level", "sequence")
     if kd.hint_weight == 0:
         if hint_dim:
             raise ValueError(f"--hint_dim {hint_dim} without --hint_weight: the hint regressor would not be trained")
         return None
-    if model.cfg.hint_level == "hands":
+    if level == "hands":
         if hint_dim != HAND_SHAPE_DIM:
             raise ValueError(f"--hint_level hands needs --hint_dim {HAND_SHAPE_DIM}, the student has {hint_dim}")
         logger.info("hints: student frame features -> the hand shapes of the landmarks (%d values), weight %.2f",
@@ -73,7 +73,7 @@ def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.M
         raise ValueError(f"--hint_weight needs --hint_dim {width} (the pose stream width of {kd.teacher_checkpoint}),"
                          f" the student has {hint_dim}")
     logger.info("hints: student rgb features -> the teacher's pose stream (%d wide, %s level), weight %.2f", width,
-                model.cfg.hint_level, kd.hint_weight)
+                level, kd.hint_weight)
     return teacher
 
 

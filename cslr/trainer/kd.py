@@ -189,6 +189,11 @@ def teacher_stream_features(teacher: torch.nn.Module, batch: dict, stream: str =
     return feats
 
 
+def _hand_indices(device) -> Tensor:
+    """The 42 hand landmarks of the Holistic layout, left hand first."""
+    return torch.tensor(POSE_PARTS["left_hand"] + POSE_PARTS["right_hand"], device=device)
+
+
 @torch.no_grad()
 def teacher_frame_features(teacher: torch.nn.Module, batch: dict) -> tuple[Tensor, Tensor]:
     """The frozen teacher's per-frame landmark embedding (its pose encoder's MLP, before the temporal convs)
@@ -198,8 +203,7 @@ def teacher_frame_features(teacher: torch.nn.Module, batch: dict) -> tuple[Tenso
     pose = batch["pose"].float()
     valid = length_mask(batch["lengths"], pose.shape[1]).to(pose.device)
     feats = encoder.mlp(normalise_landmarks(pose, encoder.indices, valid).flatten(2))  # (B, T, C)
-    hands = torch.tensor([i for part in ("left_hand", "right_hand") for i in POSE_PARTS[part]], device=pose.device)
-    seen = ~pose[:, :, hands].isnan().any(-1).all(-1)  # (B, T): some hand landmark present
+    seen = ~pose[:, :, _hand_indices(pose.device)].isnan().any(-1).all(-1)  # (B, T): some hand landmark present
     return feats, seen & valid
 
 
@@ -211,8 +215,7 @@ def hand_shape_targets(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     Depth is left out: on the synthetic corpus its variance in hand sizes is 8x the image plane's (14.3 against
     1.7), and the frames barely show it."""
     B, T = pose.shape[:2]
-    idx = torch.tensor(POSE_PARTS["left_hand"] + POSE_PARTS["right_hand"], device=pose.device)
-    hands = pose[:, :, idx].float().view(B, T, 2, 21, 3)
+    hands = pose[:, :, _hand_indices(pose.device)].float().view(B, T, 2, 21, 3)
     missing = hands.isnan().any(-1).any(-1)  # (B, T, 2)
     rel = hands[..., :2] - hands[:, :, :, :1, :2]
     size = rel[:, :, :, 9].norm(dim=-1)  # (B, T, 2)
