@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from cslr.io import atomic_write_json
-from cslr.eval.synthetic_errors import sign_part_errors
+from cslr.eval.synthetic_errors import synthetic_score
 from cslr.eval.wer import PROTOCOLS, read_ctm, read_stm, score
 
 
@@ -31,12 +31,13 @@ def main(argv=None) -> int:
     parser.add_argument("--protocol", default="phoenix2014", choices=PROTOCOLS)
     parser.add_argument("--json", help="also write the result as JSON here")
     args = parser.parse_args(argv)
-    if args.synthetic:
-        return _synthetic(args)
+    by = None
     try:
         hyps = read_ctm(args.hyp)
-        refs = read_stm(args.ref)
-        result = score(hyps, refs, args.protocol)
+        if args.synthetic:
+            result, by = synthetic_score(hyps, args.synthetic, args.split, args.seed, args.protocol)
+        else:
+            result = score(hyps, read_stm(args.ref), args.protocol)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -44,31 +45,15 @@ def main(argv=None) -> int:
         f"WER {result.wer:.2f}%  (S {result.sub}  D {result.dele}  I {result.ins}  N {result.num_ref_words}, "
         f"{result.num_sentences} sentences, protocol {result.protocol})"
     )
+    if by is not None:
+        print("substitutions by what separates the glosses: " + ", ".join(
+            f"{k} {v} ({100 * v / max(result.sub, 1):.0f} %)" for k, v in by.items()))
     if result.missing_hyps:
         print(f"warning: {len(result.missing_hyps)} references have no hypothesis (scored as deletions), "
               f"e.g. {result.missing_hyps[:3]}", file=sys.stderr)
     print(result.format_table())
     if args.json:
-        atomic_write_json(args.json, result.as_dict())
-    return 0
-
-
-def _synthetic(args) -> int:
-    try:
-        res = sign_part_errors(read_ctm(args.hyp), args.synthetic, args.split, args.seed, args.protocol)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    by = res["sub_by"]
-    print(f"WER {res['wer']:.2f}%  (S {res['sub']}  D {res['del']}  I {res['ins']}  N {res['ref_words']}, "
-          f"synthetic {args.synthetic} {args.split}, protocol {args.protocol})")
-    print("substitutions by what separates the glosses: " + ", ".join(
-        f"{k} {v} ({100 * v / max(res['sub'], 1):.0f} %)" for k, v in by.items()))
-    if res["missing"]:
-        print(f"warning: {len(res['missing'])} references have no hypothesis (scored as deletions), "
-              f"e.g. {res['missing'][:3]}", file=sys.stderr)
-    if args.json:
-        atomic_write_json(args.json, res)
+        atomic_write_json(args.json, {**result.as_dict(), **({"substitutions_by": by} if by is not None else {})})
     return 0
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 
 from cslr.datasets.synthetic import PRESETS, plan_corpus
 
-from .wer import alignment, normalize_hypothesis, reference_from_annotation
+from .wer import WERResult, reference_from_annotation, score, sentence_scores
 
 KINDS = ("shape", "trajectory", "both", "special")
 
@@ -27,12 +27,15 @@ def _corpus(preset: str, seed: int):
     return plan_corpus(PRESETS[preset], seed)
 
 
-def synthetic_references(preset: str, split: str, seed: int = 0, corpus=None) -> dict[str, list[str]]:
-    """Video id -> reference glosses of the built-in corpus (`preset`, `seed`) on `split`, from its plan."""
+def synthetic_references(preset: str, split: str, seed: int = 0, protocol: str = "phoenix2014",
+                         corpus=None) -> dict[str, tuple[str, list[str]]]:
+    """Video id -> (signer, reference glosses) of the built-in corpus (`preset`, `seed`) on `split`, from its
+    plan, normalised as the data's `gloss.txt` is scored: what `score` takes."""
     corpus = corpus or _corpus(preset, seed)
     if split not in corpus.samples:
         raise ValueError(f"synthetic preset {preset!r} has no split {split!r}")
-    return {s.key: list(s.tokens) for s in corpus.samples[split]}
+    return {s.key: (corpus.signers[s.signer].name, reference_from_annotation(" ".join(s.tokens), protocol))
+            for s in corpus.samples[split]}
 
 
 def substitution_kind(a, b) -> str:
@@ -47,30 +50,17 @@ def substitution_kind(a, b) -> str:
     return "both" if not (same_shape or same_trajectory) else "special"  # the same sign under two names
 
 
-def sign_part_errors(hyps: dict[str, list[str]], preset: str, split: str, seed: int = 0,
-                     protocol: str = "phoenix2014") -> dict:
-    """Error counts of `hyps` (video id -> raw model glosses) on the synthetic `split`, with the substitutions
-    split by what separates the two glosses (module docstring). Both sides are normalised as the scorer does;
-    a video without a hypothesis counts its words as deletions and is listed under "missing"."""
+def synthetic_score(hyps: dict[str, list[str]], preset: str, split: str, seed: int = 0,
+                    protocol: str = "phoenix2014") -> tuple[WERResult, dict[str, int]]:
+    """`score` of `hyps` (video id -> raw model glosses) against the synthetic `split`, and its substitutions
+    counted by what separates the two glosses (KINDS; module docstring), from `sentence_scores`' pairs."""
     corpus = _corpus(preset, seed)
-    refs = synthetic_references(preset, split, seed, corpus)
+    refs = synthetic_references(preset, split, seed, protocol, corpus)
     # normalised name -> sign: a gloss's own name first, then prefixed forms (loc-X scores as X: a sign X wins)
     signs = {name.lower(): sign for name, sign in corpus.signs.items()}
     for name, sign in corpus.signs.items():
         for key in reference_from_annotation(name, protocol):
             signs.setdefault(key.lower(), sign)
-    counts, missing = Counter(), []
-    for vid, ref in refs.items():
-        if vid not in hyps:
-            missing.append(vid)
-        ref = reference_from_annotation(" ".join(ref), protocol)  # as the data's gloss.txt is scored
-        hyp = normalize_hypothesis(hyps[vid], protocol) if vid in hyps else []  # missing: all deletions, as `score`
-        ops = alignment(ref, hyp)
-        for op, r, h in ops:
-            counts[op] += 1
-            if op == "S":
-                counts[substitution_kind(signs.get(r.lower()), signs.get(h.lower()))] += 1
-    words = counts["C"] + counts["S"] + counts["D"]
-    return {"ref_words": words, "correct": counts["C"], "sub": counts["S"], "del": counts["D"], "ins": counts["I"],
-            "wer": 100.0 * (counts["S"] + counts["D"] + counts["I"]) / max(words, 1),
-            "sub_by": {k: counts[k] for k in KINDS}, "missing": missing}
+    kinds = Counter(substitution_kind(signs.get(r.lower()), signs.get(h.lower()))
+                    for sentence in sentence_scores(hyps, refs, protocol) for r, h in sentence.substitutions)
+    return score(hyps, refs, protocol), {k: kinds[k] for k in KINDS}
