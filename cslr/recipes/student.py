@@ -24,7 +24,13 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     the online teacher's streams, which the loader must provide beside the student's)."""
     kd = cfg.kd
     soft_dir = getattr(cfg.data, "soft_targets", "")
-    hint = _hint_teacher(cfg, accelerator, model, vocab)
+    teacher = None  # the online teacher, loaded once: its pose stream also gives the hints
+    if kd.alpha > 0 and not soft_dir:
+        if not kd.teacher_checkpoint:
+            raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR "
+                             "(offline)")
+        teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device, image_size=cfg.data.image_size)
+    hint = _hint_teacher(cfg, accelerator, model, vocab, teacher)
     hint_args = {"hint_teacher": hint, "hint_weight": kd.hint_weight}
     hint_streams = ("pose",) if kd.hint_weight > 0 else ()
     if kd.alpha == 0:
@@ -36,9 +42,6 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
         logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
         return LossSetup(make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
                          extra_streams=hint_streams)
-    if not kd.teacher_checkpoint:
-        raise ValueError("KD needs soft targets: give --teacher_checkpoint (online) or --soft_targets DIR (offline)")
-    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device, image_size=cfg.data.image_size)
     logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
                 kd.alpha, kd.temperature)
     # Student and teacher read the same batch: the loader provides what both need.
@@ -47,10 +50,12 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
                      extra_streams=tuple(dict.fromkeys(teacher.cfg.streams + hint_streams)))
 
 
-def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.Module | None:
-    """`--hint_weight B > 0`: the frozen teacher whose pose stream gives the hint targets, checked against the
-    student's hint regressor (`--hint_dim`); None without hints. The teacher's pose encoder runs on each batch
-    (cheap beside the student), also when the soft targets come from sidecar shards."""
+def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab,
+                  online: torch.nn.Module | None = None) -> torch.nn.Module | None:
+    """`--hint_weight B > 0`: the frozen teacher whose pose stream gives the hint targets (`online`, the online
+    KD teacher when there is one, else loaded here), checked against the student's hint regressor (`--hint_dim`);
+    None without hints or for `hands`. The teacher's pose encoder runs on each batch (cheap beside the student),
+    also when the soft targets come from sidecar shards."""
     kd, hint_dim, level = cfg.kd, getattr(model.cfg, "hint_dim", 0), getattr(model.cfg, "hint_level", "sequence")
     if kd.hint_weight == 0:
         if hint_dim:
@@ -64,7 +69,7 @@ def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab) -> torch.nn.M
         return None
     if not kd.teacher_checkpoint:
         raise ValueError("--hint_weight needs --teacher_checkpoint: the hint targets are its pose-stream features")
-    teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
+    teacher = online if online is not None else load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device)
     if "pose" not in teacher.encoders:
         raise ValueError(f"{kd.teacher_checkpoint}: the teacher ({teacher.cfg.modality}) has no pose stream to give "
                          "hints; --hint_weight needs an rgb+pose or pose teacher")
