@@ -87,6 +87,11 @@ def soft_targets_from_log_probs(log_probs: Tensor, lengths: Tensor, temperature:
     return {"soft_logp": logp, "soft_idx": idx.long(), "soft_lengths": lengths.long()}
 
 
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` where `mask` is True (0 when none is); masked entries may hold anything, NaN included."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+
+
 def soft_target_kl(student_log_probs: Tensor, student_lengths: Tensor, soft_logp: Tensor, soft_idx: Tensor,
                    soft_lengths: Tensor, temperature: float) -> Tensor:
     """Mean over valid student frames of KL(teacher_T || student_T) restricted to the targets' label support.
@@ -119,7 +124,7 @@ def soft_target_kl(student_log_probs: Tensor, student_lengths: Tensor, soft_logp
     p = t_logp.exp()
     kl = torch.where(p > 0, p * (t_logp - s_logp), 0.0).sum(-1)  # (B, Ts); 0 * log 0 = 0
     valid = length_mask(student_lengths, Ts)
-    return torch.where(valid, kl, 0.0).sum() / valid.sum().clamp(min=1)
+    return _masked_mean(kl, valid)
 
 
 def distillation_loss(out: dict, batch: dict, alpha: float, temperature: float,
@@ -177,7 +182,7 @@ def hint_loss(hint: Tensor, target: Tensor, lengths: Tensor, keep: Tensor | None
     valid = length_mask(lengths, err.shape[1])
     if keep is not None:
         valid = valid & keep.to(valid.device)
-    return torch.where(valid, err, 0.0).sum() / valid.sum().clamp(min=1)
+    return _masked_mean(err, valid)
 
 
 @torch.no_grad()
@@ -233,8 +238,7 @@ def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module | None,
         target, keep = hand_shape_targets(batch["pose"], batch["lengths"])
         pred = out["hint_hands"].float().unflatten(-1, (2, -1))  # (B, T, 2, 42)
         err = (pred - target.to(pred.device)).pow(2).mean(-1)  # (B, T, 2)
-        keep = keep.to(err.device)
-        return torch.where(keep, err, 0.0).sum() / keep.sum().clamp(min=1)
+        return _masked_mean(err, keep.to(err.device))
     if teacher is None:
         raise ValueError("hints at the 'sequence' and 'frames' levels need a teacher (--teacher_checkpoint)")
     if "hint_frames" in out:
@@ -247,8 +251,8 @@ def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module | None,
 
 
 def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
-                 autocast=contextlib.nullcontext, aux_weight: float = 0.0, hint_teacher: torch.nn.Module | None = None,
-                 hint_weight: float = 0.0):
+                 autocast=contextlib.nullcontext, aux_weight: float = 0.0,
+                 hint_teacher: torch.nn.Module | None = None, hint_weight: float = 0.0):
     """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys;
     plus `hint_weight` times the hint loss to `hint_teacher`'s pose stream when that is given."""
     def loss_fn(out: dict, batch: dict):
