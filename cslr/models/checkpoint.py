@@ -51,18 +51,23 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
     """The model of `cfg` + the plain metadata that rebuilds it from `best_model.pth`.
 
     Every architecture's config takes `modality`, `dropout` and `aux_heads`; `aux_weight` 0 builds no auxiliary
-    heads at all (parameters without a gradient would stop DDP). `width_mult` and `hint_dim` are passed only when set
-    (`hint_dim`: students).
+    heads at all (parameters without a gradient would stop DDP). `width_mult`, `hint_dim` and `hand_crop` are passed only
+    when set (the last two: students).
     """
     kwargs = {"modality": cfg.modality, "dropout": cfg.dropout, "aux_heads": cfg.aux_weight > 0}
     if cfg.width_mult:
         kwargs["width_mult"] = cfg.width_mult
+    config_cls = CONFIGS.get(cfg.arch)
+    fields = {f.name for f in dataclasses.fields(config_cls)} if config_cls is not None else None
     if cfg.hint_dim or cfg.hint_level != ModelConfig.hint_level:
-        config_cls = CONFIGS.get(cfg.arch)
-        if config_cls is not None and "hint_dim" not in {f.name for f in dataclasses.fields(config_cls)}:
+        if fields is not None and "hint_dim" not in fields:
             raise ValueError(f"--hint_dim {cfg.hint_dim} / --hint_level {cfg.hint_level}: model {cfg.arch!r} has no "
                              "hint regressor (students have)")
         kwargs.update(hint_dim=cfg.hint_dim, hint_level=cfg.hint_level)
+    if cfg.hand_crop:
+        if fields is not None and "hand_crop" not in fields:
+            raise ValueError(f"--hand_crop {cfg.hand_crop}: model {cfg.arch!r} takes no hand patches (students do)")
+        kwargs["hand_crop"] = cfg.hand_crop
     model = _build(cfg.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 

@@ -39,6 +39,7 @@ class ModelConfig:
     width_mult: float = 0.0         # backbone channel multiplier (I3D, MobileNetV3); 0: the preset's
     hint_dim: int = 0               # students: FitNets hint regressor width = the teacher's pose stream (--hint_weight)
     hint_level: str = "sequence"    # students: hints on the temporal features (sequence) or each frame's (frames)
+    hand_crop: int = 0              # students: hand patches of this side (pixels), located from the frames (0: none)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}

@@ -6,6 +6,9 @@
     -> BiLSTM (packed; head="lstm") or one more temporal conv (head="conv", no recurrence: streamable)
     -> classifier -> "log_probs" (B, T', V) fp32
     auxiliary CTC classifiers on each stream's (B, T', C) sequence -> "aux" {"rgb", "pose"} (training mode only)
+    hand patches (hand_crop > 0, `cslr.models.hands`): both hands located from the backbone's stride-8 features,
+    cut at full resolution and encoded; their features and centres join each frame's -> "hand_xy" (B, T, 2, 2),
+    "hand_shape" (B, T, 2, 42) (training mode only)
     hint regressor (hint_dim > 0): the rgb stream's (B, T', hidden) -> (B, T', hint_dim) "hint" (hint_level
     "sequence"), or the frame features (B, T, C) -> (B, T, hint_dim) "hint_frames" ("frames"), regressed onto the
     teacher's pose-stream features (FitNets; `cslr.trainer.kd.hint_loss`, training mode only)
@@ -28,6 +31,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .base import StreamsConfig
+from .hands import HAND_SHAPE_DIM, HandLocator, HandPatches, stride8_split
 from .heads import BiLSTMHead, Classifier, TemporalConv, length_mask
 from .i3d import ImageNetNormalize
 from .pose import DEFAULT_POSE_PARTS, PoseEncoder
@@ -35,7 +39,6 @@ from .pose import DEFAULT_POSE_PARTS, PoseEncoder
 BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large")
 HEADS = ("lstm", "conv")
 HINT_LEVELS = ("sequence", "frames", "hands")
-HAND_SHAPE_DIM = 2 * 21 * 2  # hint_level "hands": both hands' 21 landmarks, wrist-relative, x y
 MODALITIES = ("rgb", "rgb+pose")
 
 
@@ -75,6 +78,10 @@ class StudentConfig(StreamsConfig):
             "hands": it reads each frame's backbone features and the target is each detected hand's shape (its 21
             landmarks relative to the wrist in the image plane, in hand sizes; hint_dim HAND_SHAPE_DIM), straight
             from the data. Depth is left out: its variance is 8x the image plane's and the pixels barely show it.
+        hand_crop: side in input pixels of the hand patches (0: none): an RGB-only stream for the hand shapes,
+            which MobileNetV3's early strides blur away in small frames (STMC-style; `cslr.models.hands`). The
+            hands are located from the frame itself, so inference needs no landmarks; training needs them for
+            the locator's loss (the recipe loads the pose stream for it).
     """
 
     MODALITIES = MODALITIES  # the stream sets this architecture takes (a class constant, not a field)
@@ -94,6 +101,7 @@ class StudentConfig(StreamsConfig):
     aux_heads: bool = True
     hint_dim: int = 0
     hint_level: str = "sequence"
+    hand_crop: int = 0
 
     def __post_init__(self):
         self.check_classes_and_streams()
@@ -104,6 +112,8 @@ class StudentConfig(StreamsConfig):
         if self.hint_level == "hands" and self.hint_dim not in (0, HAND_SHAPE_DIM):
             raise ValueError(f"hint_level 'hands' regresses {HAND_SHAPE_DIM} values (2 hands x 21 landmarks x 2): "
                              f"--hint_dim {HAND_SHAPE_DIM}, not {self.hint_dim}")
+        if self.hand_crop < 0:
+            raise ValueError(f"StudentConfig.hand_crop must be >= 0 (0: no hand patches), got {self.hand_crop}")
 
 
 class FrameEncoder(nn.Module):
@@ -113,13 +123,21 @@ class FrameEncoder(nn.Module):
         backbone: "mobilenet_v3_small" or "mobilenet_v3_large".
         width_mult: channel multiplier passed to torchvision.
         bn_momentum: momentum of the backbone's BatchNorm running statistics (StudentConfig.bn_momentum).
+        hand_crop: side of the hand patches (StudentConfig.hand_crop; 0: none).
     """
 
-    def __init__(self, backbone: str = "mobilenet_v3_small", width_mult: float = 1.0, bn_momentum: float = 0.1):
+    def __init__(self, backbone: str = "mobilenet_v3_small", width_mult: float = 1.0, bn_momentum: float = 0.1,
+                 hand_crop: int = 0):
         super().__init__()
         net = getattr(torchvision.models, backbone)(weights=None, width_mult=width_mult)
         self.features = net.features  # the classifier of the ImageNet model is not used
-        for m in self.features.modules():
+        self.out_channels = net.features[-1].out_channels
+        self.locator = self.hands = None
+        if hand_crop:
+            self.split, mid_channels = stride8_split(self.features)
+            self.locator, self.hands = HandLocator(mid_channels), HandPatches(hand_crop)
+            self.out_channels += self.hands.out_dim
+        for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = bn_momentum
         # NHWC: MobileNetV3's depthwise convs train ~3.5x faster on CPU (oneDNN) than in NCHW (forward + backward
@@ -127,18 +145,28 @@ class FrameEncoder(nn.Module):
         # cores want it under AMP. Module.to(device), state-dict loads and DDP keep the layout; a checkpoint's
         # tensors load into either layout.
         self.set_layout(channels_last=True)
-        self.out_channels = net.features[-1].out_channels
         self.normalize = ImageNetNormalize(ndim=4)
 
-    def forward(self, frames: Tensor) -> Tensor:
-        """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C)."""
+    def forward(self, frames: Tensor) -> tuple[Tensor, dict]:
+        """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C) features, and with hand patches
+        {"hand_xy": (N, 2, 2) the hand centres, "hand_shape": (N, 2, 42) their shapes} (else {})."""
         x = self.normalize(frames).contiguous(memory_format=self.memory_format)
-        return self.features(x).mean(dim=(2, 3))  # (N, C)
+        if self.hands is None:
+            return self.features(x).mean(dim=(2, 3)), {}  # (N, C)
+        mid = self.features[:self.split](x)
+        xy = self.locator(mid)  # (N, 2, 2)
+        feats = self.features[self.split:](mid).mean(dim=(2, 3))
+        hands, shape = self.hands(x, xy)
+        return torch.cat([feats, hands.to(feats.dtype)], dim=1), {"hand_xy": xy, "hand_shape": shape}
 
     def set_layout(self, channels_last: bool) -> None:
         """Weights and activations in NHWC (the default) or in torchvision's NCHW (same results)."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.features.to(memory_format=self.memory_format)
+        for part in (self.features, self.locator, self.hands):
+            if part is not None:
+                part.to(memory_format=self.memory_format)
+        if self.hands is not None:
+            self.hands.memory_format = self.memory_format  # the patches' layout (-35 % time in NHWC)
 
 
 class Student(nn.Module):
@@ -147,7 +175,7 @@ class Student(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         self.cfg = cfg
-        self.frames = FrameEncoder(cfg.backbone, cfg.width_mult, cfg.bn_momentum)
+        self.frames = FrameEncoder(cfg.backbone, cfg.width_mult, cfg.bn_momentum, cfg.hand_crop)
         self.dropout = nn.Dropout(cfg.dropout)
         self.temporal = TemporalConv(self.frames.out_channels, cfg.temporal_hidden, ("K5", "P2", "K5", "P2"))
         self.pose = PoseEncoder(cfg.pose_parts, cfg.pose_hidden, cfg.dropout) if "pose" in cfg.modality else None
@@ -170,17 +198,22 @@ class Student(nn.Module):
         """Exact number of output frames for `lengths` input frames: ceil(T / 4), as the teacher."""
         return self.temporal.output_length(lengths)
 
-    def encode_frames(self, rgb: Tensor, lengths: Tensor | None) -> Tensor:
-        """(B, T, 3, S, S) -> (B, T, C) per-frame features; the backbone sees only valid frames (zeros elsewhere)."""
+    def encode_frames(self, rgb: Tensor, lengths: Tensor | None) -> tuple[Tensor, dict]:
+        """(B, T, 3, S, S) -> (B, T, C) per-frame features, and with hand patches {"hand_xy": (B, T, 2, 2),
+        "hand_shape": (B, T, 2, 42)} (else {}); the backbone sees only valid frames (zeros elsewhere)."""
         B, T = rgb.shape[:2]
         if lengths is None or bool((lengths == T).all()):
-            return self.frames(rgb.flatten(0, 1)).unflatten(0, (B, T))  # (B, T, C)
+            feats, hands = self.frames(rgb.flatten(0, 1))
+            return feats.unflatten(0, (B, T)), {k: v.unflatten(0, (B, T)) for k, v in hands.items()}
         # Padding frames would cost compute and, in training, shift the BatchNorm statistics.
         valid = length_mask(lengths, T)  # (B, T)
-        feats = self.frames(rgb[valid])  # (N_valid, C)
-        out = feats.new_zeros(B, T, feats.shape[-1])
-        out[valid] = feats
-        return out
+        per_frame = self.frames(rgb[valid])  # (N_valid, C), {name: (N_valid, ...)}
+        padded = []
+        for v in (per_frame[0], *per_frame[1].values()):
+            full = v.new_zeros(B, T, *v.shape[1:])
+            full[valid] = v
+            padded.append(full)
+        return padded[0], dict(zip(per_frame[1], padded[1:]))
 
     def forward(self, rgb: Tensor | None = None, pose: Tensor | None = None, lengths: Tensor | None = None) -> dict:
         """Input frames -> CTC log-probabilities.
@@ -193,7 +226,9 @@ class Student(nn.Module):
             {"log_probs": (B, T', V) fp32, "lengths": (B,) int64, "aux": {stream: (B, T', V) fp32} (training
              mode with aux_heads, else {}), "features": (B, T', C) the sequence fed to the head, zero at padded
              frames, and in training mode with hint_dim "hint": (B, T', hint_dim) or "hint_frames" /
-             "hint_hands": (B, T, hint_dim)}.
+             "hint_hands": (B, T, hint_dim); with hand patches in training mode "hand_xy": (B, T, 2, 2) each
+             hand's located centre (x, y in [0, 1] of the frame, left hand first) and "hand_shape": (B, T, 2, 42)
+             its shape read from its patch}.
         """
         if rgb is None:
             raise ValueError("the student needs an 'rgb' input")
@@ -207,7 +242,7 @@ class Student(nn.Module):
         if not full and (lengths.min() < 1 or lengths.max() > T):
             raise ValueError(f"lengths must be in [1, {T}], got {lengths.tolist()}")
 
-        frame_feats = self.encode_frames(rgb, None if full else lengths)  # (B, T, C)
+        frame_feats, hands = self.encode_frames(rgb, None if full else lengths)  # (B, T, C), hand_xy, hand_shape
         x = self.dropout(frame_feats)
         features, out_lengths = self.temporal(x, None if full else lengths)  # (B, T', hidden)
         if full:
@@ -227,4 +262,6 @@ class Student(nn.Module):
                 out[f"hint_{self.cfg.hint_level}"] = self.hint(frame_feats)  # "hint_frames" / "hint_hands"
             else:
                 out["hint"] = self.hint(streams["rgb"])
+        if self.training:
+            out.update(hands)
         return out

@@ -73,6 +73,7 @@ class KDConfig:
     alpha: float = 0.7              # loss = (1 - alpha) * CTC + alpha * T^2 * KL(teacher_T || student_T)
     temperature: float = 3.0        # T, applied to both teacher and student logits
     hint_weight: float = 0.0        # FitNets hint: student rgb features -> teacher pose-stream features (needs hint_dim)
+    hand_shape_weight: float = 1.0  # --hand_crop students: each patch's hand shape -> the landmarks' (0: locator only)
 
 
 @dataclass
@@ -217,7 +218,10 @@ def validate(cfg: TrainConfig) -> None:
         (0.0 <= cfg.kd.alpha <= 1.0, "--alpha must be in [0, 1]"),
         (cfg.kd.temperature > 0, "--temperature must be > 0"),
         (cfg.kd.hint_weight >= 0, "--hint_weight must be >= 0"),
+        (cfg.kd.hand_shape_weight >= 0, "--hand_shape_weight must be >= 0"),
         (cfg.model.hint_dim >= 0, "--hint_dim must be >= 0"),
+        (0 <= cfg.model.hand_crop < cfg.data.image_size, f"--hand_crop must be in [0, --image_size "
+                                                          f"{cfg.data.image_size}), not {cfg.model.hand_crop}"),
         (cfg.model.width_mult >= 0, "--width_mult must be >= 0 (0: the preset's)"),
         (0.0 <= cfg.optim.min_lr_ratio <= 1.0, f"--min_lr_ratio must be in [0, 1], not {cfg.optim.min_lr_ratio}"),
         (cfg.optim.weight_decay >= 0, f"--weight_decay must be >= 0, not {cfg.optim.weight_decay}"),

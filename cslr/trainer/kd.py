@@ -30,6 +30,12 @@ term's scale does not depend on the teacher's. "hands" needs no teacher: each de
 batch's landmarks (wrist-relative x, y in hand sizes) is the target of each frame. The RGB-only student
 learns frame by frame what the teacher reads from the landmarks; at inference it needs none.
 
+Hand patches (`--hand_crop P`, `cslr.models.hands`): a student that locates both hands itself ("hand_xy") adds
+the locator's loss, `hand_locate_loss`: the L1 distance from each predicted centre to the mean of that hand's
+detected landmarks, in patch sides, over the frames where all 21 were detected; and `--hand_shape_weight` times
+`hand_shape_loss`, each patch's hand shape read by a linear map against the landmarks' (as "hands" hints, but
+robust: Huber at 1 hand size, since hands seen edge-on give outlying targets).
+
 Entry point: `accelerate launch launch/student.py` (see there); tests: `/work/venv/bin/pytest tests/test_kd.py -q`.
 """
 
@@ -229,16 +235,44 @@ def hand_shape_targets(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     return shape.flatten(3), keep
 
 
+def hand_shape_loss(pred: Tensor, pose: Tensor, lengths: Tensor, huber: float = 0.0) -> Tensor:
+    """Mean squared error of (B, T, 2, 42) predicted hand shapes against `hand_shape_targets`, over the hands
+    that count; `huber` > 0: the Huber loss with that threshold (x2, so that it equals the squared error below
+    it). A hand seen edge-on is tiny in the image plane and its shape in hand sizes huge: on the synthetic
+    corpus the per-hand squared distance to the mean shape has median 0.71, 99th percentile 14.7, maximum 957."""
+    target, keep = hand_shape_targets(pose, lengths)
+    pred, target = pred.float(), target.to(pred.device)
+    if huber > 0:
+        err = 2 * F.huber_loss(pred, target, reduction="none", delta=huber).mean(-1)  # (B, T, 2)
+    else:
+        err = (pred - target).pow(2).mean(-1)  # (B, T, 2)
+    return _masked_mean(err, keep.to(err.device))
+
+
+def hand_centres(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, 543, 3) landmarks -> (B, T, 2, 2) each hand's centre (the mean x, y of its 21 landmarks, left hand
+    first) and (B, T, 2) bool: valid frames where all 21 were detected (elsewhere the centre is 0)."""
+    B, T = pose.shape[:2]
+    hands = pose[:, :, _hand_indices(pose.device), :2].float().view(B, T, 2, 21, 2)
+    keep = ~hands.isnan().any(-1).any(-1) & length_mask(lengths, T).to(pose.device)[..., None]
+    return torch.where(keep[..., None], hands.mean(3), 0.0), keep
+
+
+def hand_locate_loss(xy: Tensor, pose: Tensor, lengths: Tensor, scale: float) -> Tensor:
+    """The hand locator's loss: mean over the hands that count (`hand_centres`) of |dx| + |dy| between the
+    predicted (B, T, 2, 2) centres `xy` and the landmarks' centres, times `scale` (frame side / patch side)."""
+    target, keep = hand_centres(pose, lengths)
+    err = (xy.float() - target.to(xy.device)).abs().sum(-1) * scale  # (B, T, 2)
+    return _masked_mean(err, keep.to(err.device))
+
+
 def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module | None,
                       autocast=contextlib.nullcontext) -> Tensor:
     """The hint loss of the student's regressor output: per frame ("hint_frames") against the teacher's landmark
     embedding, per output frame ("hint") against its pose stream, or per frame and hand ("hint_hands") against
     the hand shapes of the batch's landmarks (mean squared error over the hands that count)."""
     if "hint_hands" in out:
-        target, keep = hand_shape_targets(batch["pose"], batch["lengths"])
-        pred = out["hint_hands"].float().unflatten(-1, (2, -1))  # (B, T, 2, 42)
-        err = (pred - target.to(pred.device)).pow(2).mean(-1)  # (B, T, 2)
-        return _masked_mean(err, keep.to(err.device))
+        return hand_shape_loss(out["hint_hands"].unflatten(-1, (2, -1)), batch["pose"], batch["lengths"])
     if teacher is None:
         raise ValueError("hints at the 'sequence' and 'frames' levels need a teacher (--teacher_checkpoint)")
     if "hint_frames" in out:
@@ -252,9 +286,12 @@ def student_hint_loss(out: dict, batch: dict, teacher: torch.nn.Module | None,
 
 def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | None = None,
                  autocast=contextlib.nullcontext, aux_weight: float = 0.0,
-                 hint_teacher: torch.nn.Module | None = None, hint_weight: float = 0.0):
+                 hint_teacher: torch.nn.Module | None = None, hint_weight: float = 0.0, hand_scale: float = 0.0,
+                 hand_shape_weight: float = 1.0):
     """The Trainer's `loss_fn(out, batch) -> (loss, parts)`: online when a teacher is given, else offline keys;
-    plus `hint_weight` times the hint loss to `hint_teacher`'s pose stream when that is given."""
+    plus `hint_weight` times the hint loss to `hint_teacher`'s pose stream when that is given, plus, for a
+    student with hand patches, the locator's loss (`hand_scale`: frame side / patch side) and `hand_shape_weight`
+    times the patches' hand-shape loss."""
     def loss_fn(out: dict, batch: dict):
         if teacher is not None and alpha > 0:
             batch = {**batch, **teacher_soft_targets(teacher, batch, temperature, autocast=autocast)}
@@ -263,6 +300,14 @@ def make_kd_loss(alpha: float, temperature: float, teacher: torch.nn.Module | No
             hint = student_hint_loss(out, batch, hint_teacher, autocast)
             parts["hint"] = hint.detach()
             loss = loss + hint_weight * hint
+        if "hand_xy" in out:
+            if hand_scale <= 0 or "pose" not in batch:
+                raise ValueError("a student with hand patches needs the landmarks in training batches and the "
+                                 "patch scale (cslr.recipes.student sets both)")
+            locate = hand_locate_loss(out["hand_xy"], batch["pose"], batch["lengths"], hand_scale)
+            shape = hand_shape_loss(out["hand_shape"], batch["pose"], batch["lengths"], huber=1.0)
+            parts["hand"], parts["hand_shape"] = locate.detach(), shape.detach()
+            loss = loss + locate + hand_shape_weight * shape  # weight 0 keeps the graph whole (DDP)
         return loss, parts
 
     return loss_fn

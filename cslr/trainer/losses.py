@@ -31,3 +31,15 @@ def teacher_loss(out: dict, batch: dict, aux_weight: float) -> tuple[torch.Tenso
         parts[f"ctc_{name}"] = aux.detach()
         loss = loss + aux_weight * aux
     return loss, parts
+
+
+def plain_loss(aux_weight: float):
+    """The Trainer's default `loss_fn` (no distillation): `teacher_loss`. A student with hand patches is refused:
+    their locator learns from the KD recipe's loss (`cslr.trainer.kd.make_kd_loss`), which this one lacks."""
+    def loss_fn(out: dict, batch: dict):
+        if "hand_xy" in out:
+            raise ValueError("a student with hand patches (--hand_crop) trains with launch/student.py, whose loss "
+                             "trains their locator")
+        return teacher_loss(out, batch, aux_weight)
+
+    return loss_fn

@@ -32,7 +32,7 @@ from cslr.models.checkpoint import save_portable
 from . import checkpoint as ckpt
 from .config import TrainConfig, plain_dict
 from .dashboard import Dashboard, Throughput, peak_memory
-from .losses import teacher_loss
+from .losses import plain_loss
 from .optim import build_optimizer, build_scheduler
 from .report import plot_curves
 
@@ -92,7 +92,7 @@ class Trainer:
         self.vocab = vocab
         self.protocol = protocol
         self.model_meta = model_meta  # plain info to rebuild the model from best_model.pth
-        self.loss_fn = loss_fn or (lambda out, batch: teacher_loss(out, batch, cfg.model.aux_weight))
+        self.loss_fn = loss_fn or plain_loss(cfg.model.aux_weight)
         self.out = Path(cfg.run.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.num_parameters = sum(p.numel() for p in model.parameters())
