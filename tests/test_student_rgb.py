@@ -165,6 +165,7 @@ def test_the_recipe_fits_the_default_teacher_and_corpus():
     assert cfg.model.modality == "rgb" and cfg.model.hint_level == "frames" and cfg.kd.hint_weight > 0
     assert cfg.model.hint_dim == build_model("teacher_small", 10).encoders["pose"].out_channels
     assert cfg.data.image_size == PRESETS[cfg.run.synthetic_preset].frame_size[0] and cfg.data.soft_targets
+    assert 0 < cfg.model.hand_crop < cfg.data.image_size and cfg.kd.hand_shape_weight > 0
 
 
 def test_the_recipe_trains_end_to_end_with_offline_targets_and_frame_hints(tiny_data, tmp_path):
