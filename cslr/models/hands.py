@@ -17,8 +17,8 @@ stream; at inference nothing but the frames is needed. Here:
 
 The locator's loss (`cslr.trainer.kd.hand_locate_loss`) is the distance from each predicted centre to the mean of
 that hand's detected landmarks, in patch sides; the shape's (`hand_shape_loss`, `--hand_shape_weight`) is the
-squared error to the hand's landmarks relative to its wrist, in hand sizes. Frames where a hand's landmarks are
-missing count for neither.
+Huber loss (the squared error up to one hand size) to the hand's landmarks relative to its wrist, in hand sizes.
+Frames where a hand's landmarks are missing count for neither.
 Both modules export to ONNX (RoiAlign, opset 16+).
 """
 

@@ -166,7 +166,7 @@ class FrameEncoder(nn.Module):
             if part is not None:
                 part.to(memory_format=self.memory_format)
         if self.hands is not None:
-            self.hands.memory_format = self.memory_format  # the patches' layout (-35 % time in NHWC)
+            self.hands.memory_format = self.memory_format  # the patches' layout (their encoder: -40 % time in NHWC)
 
 
 class Student(nn.Module):
