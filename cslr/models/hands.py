@@ -95,11 +95,12 @@ class HandPatches(nn.Module):
         return roi_align(frames.float().contiguous(), boxes, (self.patch, self.patch), spatial_scale=1.0,
                          sampling_ratio=2, aligned=True)
 
-    def forward(self, frames: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-        """-> (N, 2 * D + 4) the hands' features and centres, and (N, 2, HAND_SHAPE_DIM / 2) each hand's shape
-        read from its patch (trained against the landmarks' hand shapes: `cslr.trainer.kd.hand_shape_loss`)."""
+    def forward(self, frames: Tensor, centres: Tensor) -> tuple[Tensor, Tensor | None]:
+        """-> (N, 2 * D + 4) the hands' features and centres, and in training mode (N, 2, HAND_SHAPE_DIM / 2)
+        each hand's shape read from its patch (trained against the landmarks' hand shapes:
+        `cslr.trainer.kd.hand_shape_loss`; None in eval mode, where nothing reads it)."""
         n = frames.shape[0]
         patches = self.windows(frames, centres).contiguous(memory_format=self.memory_format)
         feats = self.encoder(patches).mean(dim=(2, 3))  # (N * 2, D)
-        shape = self.shape(feats).reshape(n, 2, -1)
+        shape = self.shape(feats).reshape(n, 2, -1) if self.training else None
         return torch.cat([feats.reshape(n, -1), centres.reshape(n, 4).to(feats.dtype)], dim=1), shape

@@ -149,7 +149,7 @@ class FrameEncoder(nn.Module):
 
     def forward(self, frames: Tensor) -> tuple[Tensor, dict]:
         """(N, 3, S, S) RGB in [0, 255] (uint8 or float) -> (N, C) features, and with hand patches
-        {"hand_xy": (N, 2, 2) the hand centres, "hand_shape": (N, 2, 42) their shapes} (else {})."""
+        {"hand_xy": (N, 2, 2) the hand centres, in training mode "hand_shape": (N, 2, 42) their shapes} (else {})."""
         x = self.normalize(frames).contiguous(memory_format=self.memory_format)
         if self.hands is None:
             return self.features(x).mean(dim=(2, 3)), {}  # (N, C)
@@ -157,7 +157,8 @@ class FrameEncoder(nn.Module):
         xy = self.locator(mid)  # (N, 2, 2)
         feats = self.features[self.split:](mid).mean(dim=(2, 3))
         hands, shape = self.hands(x, xy)
-        return torch.cat([feats, hands.to(feats.dtype)], dim=1), {"hand_xy": xy, "hand_shape": shape}
+        extra = {"hand_xy": xy} if shape is None else {"hand_xy": xy, "hand_shape": shape}
+        return torch.cat([feats, hands.to(feats.dtype)], dim=1), extra
 
     def set_layout(self, channels_last: bool) -> None:
         """Weights and activations in NHWC (the default) or in torchvision's NCHW (same results)."""

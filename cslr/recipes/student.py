@@ -32,30 +32,30 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
         teacher = load_frozen_teacher(kd.teacher_checkpoint, vocab, accelerator.device, image_size=cfg.data.image_size)
     hint = _hint_teacher(cfg, accelerator, model, vocab, teacher)
     hand_crop = getattr(model.cfg, "hand_crop", 0)
-    hint_args = {"hint_teacher": hint, "hint_weight": kd.hint_weight,
+    loss_args = {"hint_teacher": hint, "hint_weight": kd.hint_weight,
                  "hand_scale": cfg.data.image_size / hand_crop if hand_crop else 0.0,
                  "hand_shape_weight": kd.hand_shape_weight}
     # The landmarks train the hints and the hand locator; the student does not read them.
-    hint_streams = ("pose",) if kd.hint_weight > 0 or hand_crop else ()
+    landmark_streams = ("pose",) if kd.hint_weight > 0 or hand_crop else ()
     if hand_crop:
         logger.info("hand patches: %dx%d windows around the hands located in each %dx%d frame, hand shapes at "
                     "weight %.2f", hand_crop, hand_crop, cfg.data.image_size, cfg.data.image_size,
                     kd.hand_shape_weight)
     if kd.alpha == 0:
         logger.info("--alpha 0: CTC only, no distillation")
-        return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
-                         extra_streams=hint_streams)
+        return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight, **loss_args),
+                         extra_streams=landmark_streams)
     if soft_dir:
         _check_soft_manifest(soft_dir, kd.temperature, len(vocab))
         logger.info("KD (offline): soft targets from %s, alpha %.2f, T %.2f", soft_dir, kd.alpha, kd.temperature)
-        return LossSetup(make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight, **hint_args),
-                         extra_streams=hint_streams)
+        return LossSetup(make_kd_loss(kd.alpha, kd.temperature, aux_weight=cfg.model.aux_weight, **loss_args),
+                         extra_streams=landmark_streams)
     logger.info("KD (online): teacher %s (%s), alpha %.2f, T %.2f", kd.teacher_checkpoint, teacher.cfg.modality,
                 kd.alpha, kd.temperature)
     # Student and teacher read the same batch: the loader provides what both need.
     return LossSetup(make_kd_loss(kd.alpha, kd.temperature, teacher, autocast=accelerator.autocast,
-                                  aux_weight=cfg.model.aux_weight, **hint_args),
-                     extra_streams=tuple(dict.fromkeys(teacher.cfg.streams + hint_streams)))
+                                  aux_weight=cfg.model.aux_weight, **loss_args),
+                     extra_streams=tuple(dict.fromkeys(teacher.cfg.streams + landmark_streams)))
 
 
 def _hint_teacher(cfg, accelerator, model: torch.nn.Module, vocab,

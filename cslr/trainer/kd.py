@@ -218,6 +218,15 @@ def teacher_frame_features(teacher: torch.nn.Module, batch: dict) -> tuple[Tenso
     return feats, seen & valid
 
 
+def _seen_hands(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, 543, 3) landmarks -> (B, T, 2, 21, 2) both hands' landmarks in the image plane (x, y; left hand
+    first) and (B, T, 2) bool: valid frames where all 21 of that hand were detected."""
+    B, T = pose.shape[:2]
+    hands = pose[:, :, _hand_indices(pose.device)].float().view(B, T, 2, 21, 3)
+    seen = ~hands.isnan().any(-1).any(-1) & length_mask(lengths, T).to(pose.device)[..., None]
+    return hands[..., :2], seen
+
+
 def hand_shape_targets(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """(B, T, 543, 3) landmarks -> (B, T, 2, 42) each hand's shape, (B, T, 2) bool where it counts.
 
@@ -225,12 +234,10 @@ def hand_shape_targets(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     (wrist to middle-finger knuckle); it counts on valid frames where all 21 were detected (left hand first).
     Depth is left out: on the synthetic corpus its variance in hand sizes is 8x the image plane's (14.3 against
     1.7), and the frames barely show it."""
-    B, T = pose.shape[:2]
-    hands = pose[:, :, _hand_indices(pose.device)].float().view(B, T, 2, 21, 3)
-    missing = hands.isnan().any(-1).any(-1)  # (B, T, 2)
-    rel = hands[..., :2] - hands[:, :, :, :1, :2]
+    hands, seen = _seen_hands(pose, lengths)
+    rel = hands - hands[:, :, :, :1]
     size = rel[:, :, :, 9].norm(dim=-1)  # (B, T, 2)
-    keep = ~missing & (size > 1e-6) & length_mask(lengths, T).to(pose.device)[..., None]
+    keep = seen & (size > 1e-6)
     shape = torch.where(keep[..., None, None], rel / size.clamp(min=1e-6)[..., None, None], 0.0)
     return shape.flatten(3), keep
 
@@ -252,9 +259,7 @@ def hand_shape_loss(pred: Tensor, pose: Tensor, lengths: Tensor, huber: float = 
 def hand_centres(pose: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """(B, T, 543, 3) landmarks -> (B, T, 2, 2) each hand's centre (the mean x, y of its 21 landmarks, left hand
     first) and (B, T, 2) bool: valid frames where all 21 were detected (elsewhere the centre is 0)."""
-    B, T = pose.shape[:2]
-    hands = pose[:, :, _hand_indices(pose.device), :2].float().view(B, T, 2, 21, 2)
-    keep = ~hands.isnan().any(-1).any(-1) & length_mask(lengths, T).to(pose.device)[..., None]
+    hands, keep = _seen_hands(pose, lengths)
     return torch.where(keep[..., None], hands.mean(3), 0.0), keep
 
 
