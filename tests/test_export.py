@@ -24,6 +24,7 @@ pytest.importorskip("onnxruntime")
     ("student_tiny", dict(head="lstm", modality="rgb")), ("student_tiny", dict(head="conv", modality="rgb")),
     ("student_tiny", dict(head="lstm", modality="rgb+pose")), ("teacher_tiny", dict(modality="rgb+pose")),
     ("student_tiny", dict(head="lstm", modality="rgb", hand_crop=8)),  # RoiAlign, soft-argmax at any frame size
+    ("student_tiny", dict(head="conv", modality="rgb", hand_crop=8, backbone_pool=2)),  # + the pooled backbone
 ])
 def test_onnx_parity_with_dynamic_batch_time_and_size(name, kwargs, tmp_path):
     """T = 5, 7, 23 are not multiples of 4: length arithmetic traced at the example's T = 8 would show there."""

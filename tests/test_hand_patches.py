@@ -121,18 +121,45 @@ def test_the_student_locates_the_hands_in_training_and_needs_no_landmarks_at_inf
         plain_loss(0.5)(student.train()(batch["rgb"], lengths=batch["lengths"]), batch)
 
 
+def test_a_pooled_backbone_reads_the_frames_at_half_size_and_the_patches_at_full_size():
+    """`backbone_pool 2`: the backbone's first layer sees (S/2, S/2) frames, the locator the stride-8 map of the
+    full frame (its features of stride 4 in the pooled one), the patches are cut from the full-size frame."""
+    from cslr.models.student import FrameEncoder
+
+    torch.manual_seed(0)
+    S, P = 32, 8
+    seen = {}
+    for pool in (1, 2):
+        enc = FrameEncoder("mobilenet_v3_small", 0.25, hand_crop=P, pool=pool).eval()
+        enc.features[0].register_forward_hook(lambda m, i, o, pool=pool: seen.__setitem__(("backbone", pool), i[0].shape))
+        enc.locator.register_forward_hook(lambda m, i, o, pool=pool: seen.__setitem__(("locator", pool), i[0].shape))
+        windows = enc.hands.windows
+        enc.hands.windows = lambda f, c, pool=pool: (seen.__setitem__(("patches", pool), f.shape), windows(f, c))[1]
+        with torch.no_grad():
+            feats, extra = enc(torch.randint(0, 255, (3, 3, S, S), dtype=torch.uint8))
+        assert feats.shape == (3, enc.out_channels) and extra["hand_xy"].shape == (3, 2, 2)
+    assert seen[("backbone", 1)][-2:] == (S, S) and seen[("backbone", 2)][-2:] == (S // 2, S // 2)
+    assert seen[("locator", 1)][-2:] == seen[("locator", 2)][-2:] == (S // 8, S // 8)
+    assert seen[("patches", 1)][-2:] == seen[("patches", 2)][-2:] == (S, S)
+    with pytest.raises(ValueError, match="only with hand patches"):
+        from cslr.models.registry import build_model
+        build_model("student_tiny", 9, backbone_pool=2)
+
+
 def test_the_student_trains_with_hand_patches_and_loads_back(tiny_data, tmp_path):
     from cslr.models.checkpoint import model_from_checkpoint
 
     out = tmp_path / "hands"
     proc = run_cmd([sys.executable, STUDENT, "--data", str(tiny_data), "--output_dir", str(out), "--report_to",
                     "none", "--arch", "student_tiny", "--modality", "rgb", "--hand_crop", "8", "--image_size", "32",
-                    "--alpha", "0", "--epochs", "1", "--batch_size", "4", "--num_workers", "0", "--beam_width", "2"],
-                   env=clean_env(), timeout=600)
+                    "--backbone_pool", "2", "--alpha", "0", "--epochs", "1", "--batch_size", "4", "--num_workers",
+                    "0", "--beam_width", "2"], env=clean_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "hand patches: 8x8 windows around the hands located in each 32x32 frame, hand shapes at weight 1.00" in (out / "training.log").read_text()
+    assert ("hand patches: 8x8 windows around the hands located in each 32x32 frame, hand shapes at weight 1.00; "
+            "the backbone reads the frames pooled by 2") in (out / "training.log").read_text()
     model, _, ck = model_from_checkpoint(out / "best_model.pth")
     assert ck["model_kwargs"]["hand_crop"] == 8 and model.frames.hands.patch == 8 and model.pose is None
+    assert ck["model_kwargs"]["backbone_pool"] == 2 and model.frames.pool == 2
     with torch.no_grad():
         res = model(torch.randint(0, 255, (1, 12, 3, 32, 32), dtype=torch.uint8))
     assert set(res) == {"log_probs", "lengths", "aux", "features"}
@@ -141,6 +168,8 @@ def test_the_student_trains_with_hand_patches_and_loads_back(tiny_data, tmp_path
 @pytest.mark.parametrize("flags, message", [
     (["--arch", "teacher_tiny", "--hand_crop", "8"], "takes no hand patches"),
     (["--arch", "student_tiny", "--hand_crop", "32"], "--hand_crop must be in [0, --image_size 32)"),
+    (["--arch", "student_tiny", "--backbone_pool", "2"], "--backbone_pool 2 needs hand patches"),
+    (["--arch", "student_tiny", "--hand_crop", "8", "--backbone_pool", "3"], "divide --image_size 32, not 3"),
 ])
 def test_hand_crop_flags_that_do_not_fit_are_clear_errors(tiny_data, tmp_path, flags, message):
     proc = run_cmd([sys.executable, STUDENT, "--data", str(tiny_data), "--output_dir", str(tmp_path / "o"),

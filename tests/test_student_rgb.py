@@ -166,6 +166,7 @@ def test_the_recipe_fits_the_default_teacher_and_corpus():
     assert cfg.model.hint_dim == build_model("teacher_small", 10).encoders["pose"].out_channels
     assert cfg.data.image_size == PRESETS[cfg.run.synthetic_preset].frame_size[0] and cfg.data.soft_targets
     assert 0 < cfg.model.hand_crop < cfg.data.image_size and cfg.kd.hand_shape_weight > 0
+    assert cfg.model.backbone_pool == 2  # the backbone at 32x32, the teacher's own crop size; the patches at 64x64
 
 
 def test_the_recipe_trains_end_to_end_with_offline_targets_and_frame_hints(tiny_data, tmp_path):
@@ -191,6 +192,7 @@ def test_the_recipe_trains_end_to_end_with_offline_targets_and_frame_hints(tiny_
     assert "KD (offline)" in log and "pose stream (16 wide, frames level), weight 2.00" in log
     model, _, ck = model_from_checkpoint(out / "best_model.pth")
     assert ck["model_kwargs"]["hint_level"] == "frames" and model.cfg.modality == "rgb" and model.pose is None
+    assert ck["model_kwargs"]["backbone_pool"] == 2 and model.frames.hands is not None
     with torch.no_grad():
         res = model(torch.randint(0, 255, (1, 12, 3, 32, 32), dtype=torch.uint8))
     assert set(res) == {"log_probs", "lengths", "aux", "features"}

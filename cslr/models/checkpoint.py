@@ -51,8 +51,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
     """The model of `cfg` + the plain metadata that rebuilds it from `best_model.pth`.
 
     Every architecture's config takes `modality`, `dropout` and `aux_heads`; `aux_weight` 0 builds no auxiliary
-    heads at all (parameters without a gradient would stop DDP). `width_mult`, `hint_dim` and `hand_crop` are passed only
-    when set (the last two: students).
+    heads at all (parameters without a gradient would stop DDP). `width_mult`, `hint_dim`, `hand_crop` and
+    `backbone_pool` are passed only when set (the last three: students).
     """
     kwargs = {"modality": cfg.modality, "dropout": cfg.dropout, "aux_heads": cfg.aux_weight > 0}
     if cfg.width_mult:
@@ -68,6 +68,11 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
         if fields is not None and "hand_crop" not in fields:
             raise ValueError(f"--hand_crop {cfg.hand_crop}: model {cfg.arch!r} takes no hand patches (students do)")
         kwargs["hand_crop"] = cfg.hand_crop
+    if cfg.backbone_pool != 1:
+        if fields is not None and "backbone_pool" not in fields:
+            raise ValueError(f"--backbone_pool {cfg.backbone_pool}: model {cfg.arch!r} has no pooled backbone "
+                             "(students with hand patches have)")
+        kwargs["backbone_pool"] = cfg.backbone_pool
     model = _build(cfg.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 

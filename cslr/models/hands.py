@@ -7,7 +7,8 @@ mid-level features, trained against keypoints that exist in training only, and t
 stream; at inference nothing but the frames is needed. Here:
 
     frames (N, 3, S, S), normalised
-      -> the backbone's layers down to stride 8 -> (N, C8, S/8, S/8)
+      -> the backbone's layers down to stride 8 -> (N, C8, S/8, S/8) (a backbone that reads the frame pooled by 2,
+         `--backbone_pool 2`: its layers down to stride 4, the same S/8 map; the patches keep full resolution)
       -> HandLocator: 3x3 conv, ReLU, 1x1 conv -> 2 heatmaps (left, right hand; MediaPipe's labels)
          -> spatial softmax -> soft-argmax -> "hand_xy" (N, 2, 2) in [0, 1] (x, y of each hand's centre)
       -> HandPatches: a (P, P) window at each centre, cut from the normalised frame with RoIAlign (bilinear, the
@@ -32,19 +33,20 @@ HAND_FEATURES = 64  # per hand, the patch encoder's output width
 HAND_SHAPE_DIM = 2 * 21 * 2  # both hands' 21 landmarks, wrist-relative, x y
 
 
-def stride8_split(features: nn.Sequential, probe: int = 64) -> tuple[int, int]:
-    """(k, channels): `features[:k]` is the deepest prefix of the backbone whose output stride is at most 8, and
-    its output channels (found with one probe frame, so any torchvision MobileNetV3 width works)."""
+def stride8_split(features: nn.Sequential, probe: int = 64, max_stride: int = 8) -> tuple[int, int]:
+    """(k, channels): `features[:k]` is the deepest prefix of the backbone whose output stride is at most
+    `max_stride` (8; 4 for a backbone that reads frames pooled by 2), and its output channels (found with one probe
+    frame, so any torchvision MobileNetV3 width works)."""
     x = torch.zeros(1, 3, probe, probe)
     k, channels = 0, 3
     with torch.no_grad():
         for i, layer in enumerate(features):
             x = layer(x)
-            if probe // x.shape[-1] > 8:
+            if probe // x.shape[-1] > max_stride:
                 break
             k, channels = i + 1, x.shape[1]
     if k == 0:
-        raise ValueError("the backbone has no stride-8 stage to locate the hands on")
+        raise ValueError(f"the backbone has no stage of stride <= {max_stride} to locate the hands on")
     return k, channels
 
 

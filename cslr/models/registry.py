@@ -40,6 +40,7 @@ class ModelConfig:
     hint_dim: int = 0               # students: FitNets hint regressor width = the teacher's pose stream (--hint_weight)
     hint_level: str = "sequence"    # students: hints on the temporal features (sequence) or each frame's (frames)
     hand_crop: int = 0              # students: hand patches of this side (pixels), located from the frames (0: none)
+    backbone_pool: int = 1          # students with hand patches: the backbone reads the frame pooled by this factor
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}

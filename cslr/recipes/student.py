@@ -38,9 +38,10 @@ def setup_student(cfg, accelerator, model: torch.nn.Module, vocab):
     # The landmarks train the hints and the hand locator; the student does not read them.
     landmark_streams = ("pose",) if kd.hint_weight > 0 or hand_crop else ()
     if hand_crop:
+        pool = getattr(model.cfg, "backbone_pool", 1)
         logger.info("hand patches: %dx%d windows around the hands located in each %dx%d frame, hand shapes at "
-                    "weight %.2f", hand_crop, hand_crop, cfg.data.image_size, cfg.data.image_size,
-                    kd.hand_shape_weight)
+                    "weight %.2f%s", hand_crop, hand_crop, cfg.data.image_size, cfg.data.image_size,
+                    kd.hand_shape_weight, f"; the backbone reads the frames pooled by {pool}" if pool > 1 else "")
     if kd.alpha == 0:
         logger.info("--alpha 0: CTC only, no distillation")
         return LossSetup(make_kd_loss(0.0, kd.temperature, aux_weight=cfg.model.aux_weight, **loss_args),

@@ -222,6 +222,11 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.model.hint_dim >= 0, "--hint_dim must be >= 0"),
         (0 <= cfg.model.hand_crop < cfg.data.image_size, f"--hand_crop must be in [0, --image_size "
                                                           f"{cfg.data.image_size}), not {cfg.model.hand_crop}"),
+        (cfg.model.backbone_pool >= 1 and cfg.data.image_size % cfg.model.backbone_pool == 0,
+         f"--backbone_pool must be >= 1 and divide --image_size {cfg.data.image_size}, not {cfg.model.backbone_pool}"),
+        (cfg.model.backbone_pool == 1 or cfg.model.hand_crop > 0,
+         f"--backbone_pool {cfg.model.backbone_pool} needs hand patches (--hand_crop P), which keep the full "
+         "resolution; without them, a smaller --image_size does the same for less decoding"),
         (cfg.model.width_mult >= 0, "--width_mult must be >= 0 (0: the preset's)"),
         (0.0 <= cfg.optim.min_lr_ratio <= 1.0, f"--min_lr_ratio must be in [0, 1], not {cfg.optim.min_lr_ratio}"),
         (cfg.optim.weight_decay >= 0, f"--weight_decay must be >= 0, not {cfg.optim.weight_decay}"),
