@@ -128,19 +128,24 @@ def test_a_pooled_backbone_reads_the_frames_at_half_size_and_the_patches_at_full
 
     torch.manual_seed(0)
     S, P = 32, 8
-    seen = {}
+    seen = {}  # (what, pool) -> the spatial size of its input
+
+    def record(key):
+        return lambda module, args, output: seen.__setitem__(key, tuple(args[0].shape[-2:]))
+
     for pool in (1, 2):
         enc = FrameEncoder("mobilenet_v3_small", 0.25, hand_crop=P, pool=pool).eval()
-        enc.features[0].register_forward_hook(lambda m, i, o, pool=pool: seen.__setitem__(("backbone", pool), i[0].shape))
-        enc.locator.register_forward_hook(lambda m, i, o, pool=pool: seen.__setitem__(("locator", pool), i[0].shape))
-        windows = enc.hands.windows
-        enc.hands.windows = lambda f, c, pool=pool: (seen.__setitem__(("patches", pool), f.shape), windows(f, c))[1]
+        enc.features[0].register_forward_hook(record(("backbone", pool)))
+        enc.locator.register_forward_hook(record(("locator", pool)))
+        windows, note = enc.hands.windows, record(("patches", pool))
+        enc.hands.windows = lambda frames, centres, note=note, windows=windows: (
+            note(None, (frames,), None), windows(frames, centres))[1]
         with torch.no_grad():
             feats, extra = enc(torch.randint(0, 255, (3, 3, S, S), dtype=torch.uint8))
         assert feats.shape == (3, enc.out_channels) and extra["hand_xy"].shape == (3, 2, 2)
-    assert seen[("backbone", 1)][-2:] == (S, S) and seen[("backbone", 2)][-2:] == (S // 2, S // 2)
-    assert seen[("locator", 1)][-2:] == seen[("locator", 2)][-2:] == (S // 8, S // 8)
-    assert seen[("patches", 1)][-2:] == seen[("patches", 2)][-2:] == (S, S)
+    assert seen[("backbone", 1)] == (S, S) and seen[("backbone", 2)] == (S // 2, S // 2)
+    assert seen[("locator", 1)] == seen[("locator", 2)] == (S // 8, S // 8)
+    assert seen[("patches", 1)] == seen[("patches", 2)] == (S, S)
     with pytest.raises(ValueError, match="only with hand patches"):
         from cslr.models.registry import build_model
         build_model("student_tiny", 9, backbone_pool=2)

@@ -187,7 +187,8 @@ class Student(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         self.cfg = cfg
-        self.frames = FrameEncoder(cfg.backbone, cfg.width_mult, cfg.bn_momentum, cfg.hand_crop, cfg.backbone_pool)
+        self.frames = FrameEncoder(cfg.backbone, cfg.width_mult, cfg.bn_momentum, cfg.hand_crop,
+                                   cfg.backbone_pool)
         self.dropout = nn.Dropout(cfg.dropout)
         self.temporal = TemporalConv(self.frames.out_channels, cfg.temporal_hidden, ("K5", "P2", "K5", "P2"))
         self.pose = PoseEncoder(cfg.pose_parts, cfg.pose_hidden, cfg.dropout) if "pose" in cfg.modality else None
