@@ -64,15 +64,13 @@ def build_model(cfg: ModelConfig, num_classes: int) -> tuple[torch.nn.Module, di
             raise ValueError(f"--hint_dim {cfg.hint_dim} / --hint_level {cfg.hint_level}: model {cfg.arch!r} has no "
                              "hint regressor (students have)")
         kwargs.update(hint_dim=cfg.hint_dim, hint_level=cfg.hint_level)
-    if cfg.hand_crop:
-        if fields is not None and "hand_crop" not in fields:
-            raise ValueError(f"--hand_crop {cfg.hand_crop}: model {cfg.arch!r} takes no hand patches (students do)")
-        kwargs["hand_crop"] = cfg.hand_crop
-    if cfg.backbone_pool != 1:
-        if fields is not None and "backbone_pool" not in fields:
-            raise ValueError(f"--backbone_pool {cfg.backbone_pool}: model {cfg.arch!r} has no pooled backbone "
-                             "(students with hand patches have)")
-        kwargs["backbone_pool"] = cfg.backbone_pool
+    for name, lacks in (("hand_crop", "takes no hand patches (students do)"),
+                        ("backbone_pool", "has no pooled backbone (students with hand patches have)")):
+        value = getattr(cfg, name)
+        if value != getattr(ModelConfig, name):  # passed only when set
+            if fields is not None and name not in fields:
+                raise ValueError(f"--{name} {value}: model {cfg.arch!r} {lacks}")
+            kwargs[name] = value
     model = _build(cfg.arch, num_classes=num_classes, **kwargs)
     return model, {"model_name": cfg.arch, "model_kwargs": kwargs, "num_classes": num_classes}
 
