@@ -14,7 +14,9 @@ them for every (lm_weight, word_bonus) of a grid; the best pair goes to ``<lm>.w
 from __future__ import annotations
 
 import itertools
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -81,6 +83,19 @@ def train_lm(sentences: Sequence[Sequence[str]], order: int, out: str | Path, pr
     write_arpa(lm, out)
     lm.source = str(out)
     return lm
+
+
+def unigram_perplexity(train: Sequence[Sequence[str]], heldout: Sequence[Sequence[str]]) -> float:
+    """Per-token perplexity on `heldout` of the context-free model of `train`: each word's count + 1/2 (``</s>``
+    counted, unseen words sharing one ``<unk>``), the baseline that tells how much context predicts. An n-gram
+    LM's perplexity over this one is the share of the uncertainty context leaves (PHOENIX-2014 dev: 0.36)."""
+    counts = Counter(w for s in train for w in (*s, "</s>"))
+    total, size = sum(counts.values()), len(counts) + 1
+    heldout_tokens = [w for s in heldout for w in (*s, "</s>")]
+    if not heldout_tokens:
+        return float("nan")
+    log_p = sum(math.log((counts.get(w, 0) + 0.5) / (total + 0.5 * size)) for w in heldout_tokens)
+    return math.exp(-log_p / len(heldout_tokens))
 
 
 # ------------------------------------------------------------------------------ dev log-probs, decoding
