@@ -39,8 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--order", type=int, default=3, help="n-gram order, 2 or more (KenLM reads no unigram-only model)")
     p.add_argument("--out", required=True, help="the ARPA file to write")
     p.add_argument("--protocol", default="", help="phoenix2014 | phoenix2014T | plain (default: the data's)")
-    p.add_argument("--eval", action="append", default=[], help="a corpus CSV, or a prepared data folder (its splits other than train), to report perplexity on, and "
-                   "a unigram's for comparison (repeatable)")
+    p.add_argument("--eval", action="append", default=[],
+                   help="a corpus CSV, or a prepared data folder (its splits other than train): report the "
+                        "perplexity there, and a unigram's for comparison (repeatable)")
     args = p.parse_args(argv)
     if args.order < 2:
         p.error("--order must be 2 or more")

@@ -266,7 +266,8 @@ def test_small_forecast_gloss_order_is_as_predictable_as_phoenix():
     from cslr.recipes.lm import corpus_csv_sentences, unigram_perplexity
 
     def share(train, heldout):
-        return estimate_kneser_ney(train, order=3).perplexity(heldout)["perplexity"] / unigram_perplexity(train, heldout)
+        trigram = estimate_kneser_ney(train, order=3).perplexity(heldout)["perplexity"]
+        return trigram / unigram_perplexity(train, heldout)
 
     train, protocol = corpus_csv_sentences(PHOENIX / "train.corpus.csv")
     phoenix = share(train, corpus_csv_sentences(PHOENIX / "dev.corpus.csv", protocol)[0])
