@@ -262,7 +262,7 @@ def test_small_forecast_gloss_order_is_as_predictable_as_phoenix():
     a trigram's share of a unigram's perplexity on held-out sentences matches PHOENIX-2014 dev's (0.36), where
     `small`'s is far above it; nothing but the sentences differs from `small`."""
     from cslr.datasets.synthetic import PRESETS, plan_corpus
-    from cslr.eval.wer import reference_from_annotation
+    from cslr.eval.synthetic_errors import synthetic_references
     from cslr.recipes.lm import corpus_csv_sentences, unigram_perplexity
 
     def share(train, heldout):
@@ -274,7 +274,8 @@ def test_small_forecast_gloss_order_is_as_predictable_as_phoenix():
     shares, corpora = {}, {}
     for name in ("small", "small-forecast"):
         corpus = corpora[name] = plan_corpus(PRESETS[name], 0, num_videos={"train": 1200, "dev": 2000, "test": 0})
-        train, dev = ([reference_from_annotation(" ".join(s.tokens), protocol) for s in corpus.samples[split]]
+        train, dev = ([glosses for _, glosses in synthetic_references(name, split, protocol=protocol,
+                                                                       corpus=corpus).values()]
                       for split in ("train", "dev"))
         shares[name] = share(train, dev)
     assert abs(shares["small-forecast"] - phoenix) < 0.03, (shares, phoenix)
